@@ -1,0 +1,382 @@
+"""Upstream HTTP/1.1 connections (edge -> instance) and their keep-alive pool.
+
+:class:`UpstreamConnection` is an ``asyncio.Protocol`` driving httptools'
+``HttpResponseParser``. One request at a time is bound to it through an
+:class:`UpstreamSink` (the :class:`~roost.proxy.forward.Exchange`): the connection writes
+the request it is given and streams the response back as sink callbacks, then returns
+itself to the :class:`UpstreamPool` (reusable) or closes (not).
+
+Response framing: ``Content-Length``, chunked, or close-delimited (completes on a clean
+EOF); responses to HEAD and 1xx/204/304 responses have no body. Interim 1xx responses
+(``100 Continue``, ``103 Early Hints``) are passed on as they come; ``101`` is an error
+(the edge never asks for an upgrade). A connection that ends before the response is
+complete is reported with :func:`errors.upstream_lost`; whether that is retry-safe is
+decided there.
+
+Flow control, both ways: the sink is told when this connection's write buffer is full
+(it pauses reading the client), and the sink pauses this connection's reading while the
+client's write buffer is full.
+
+The pool keeps up to ``max_idle`` idle connections per (host, port), newest reused first
+(so surplus connections age out), and closes those idle for ``idle_timeout`` seconds --
+keep that below the instances' own keep-alive timeout (uvicorn: 5 s) to make the "reuse
+a connection the server is closing" race rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Protocol
+
+import httptools
+
+from roost.proxy import errors
+from roost.proxy.headers import Headers, ResponseInfo
+from roost.proxy.routes import Backend
+
+__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamSink"]
+
+Key = tuple[str, int]
+
+
+class UpstreamSink(Protocol):
+    """What an upstream connection reports to (one request's exchange)."""
+
+    replayable: bool
+
+    def upstream_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
+    def upstream_head(self, status: int, reason: bytes, headers: Headers) -> ResponseInfo: ...
+    def upstream_body(self, data: bytes) -> None: ...
+    def upstream_end(self, trailers: Headers) -> None: ...
+    def upstream_failed(self, err: errors.ProxyError) -> None: ...
+    def upstream_flush(self) -> None: ...
+    def upstream_write_paused(self) -> None: ...
+    def upstream_write_resumed(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to an instance; carries one request at a time."""
+
+    def __init__(self, pool: UpstreamPool, key: Key, instance_id: str) -> None:
+        self.pool = pool
+        self.key = key
+        self.instance_id = instance_id
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.in_pool = False
+        self.idle_since = 0.0
+        self.requests = 0  # requests sent so far; > 1 means this one is on a reused conn
+        self._sink: UpstreamSink | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser_dirty = False
+        self._pending: list[bytes] = []
+        self._chunked = False  # request body framing
+        self._request_done = False
+        self._head_request = False
+        self._reason = b""
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._head_done = False  # final (non-1xx) response head seen
+        self._head_bytes = 0
+        self._skip_rest = False  # response complete at its head (HEAD); ignore parser
+        self._eof_framed = False
+        self._keep_alive = False
+        self._interim = False
+        self._error: errors.ProxyError | None = None
+        self._done: UpstreamSink | None = None  # finished, not yet told (see _finish)
+        self._reusable = False
+
+    # -- used by the exchange ---------------------------------------------------------
+
+    def send_request(
+        self, sink: UpstreamSink, head: bytes, *, chunked: bool, has_body: bool, head_req: bool
+    ) -> None:
+        """Bind ``sink`` and queue a request head (call :meth:`flush` to write)."""
+        self._sink = sink
+        self.requests += 1
+        if self._parser_dirty:
+            self._parser = httptools.HttpResponseParser(self)
+            self._parser_dirty = False
+        self._chunked = chunked
+        self._request_done = not has_body
+        self._head_request = head_req
+        self._head_done = self._skip_rest = self._eof_framed = self._interim = False
+        self._head_bytes = 0
+        self._error = None
+        self._pending.append(head)
+
+    def send_body(self, data: bytes) -> None:
+        """Queue request body bytes (re-framed as chunks for a chunked request)."""
+        if self._chunked:
+            self._pending += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self._pending.append(data)
+
+    def send_end(self) -> None:
+        """Queue the end of the request body."""
+        if self._chunked:
+            self._pending.append(b"0\r\n\r\n")
+        self._request_done = True
+
+    def flush(self) -> None:
+        """Write everything queued since the last flush in one call."""
+        pending = self._pending
+        if pending and self.transport is not None and not self.closed:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+
+    def pause_reading(self) -> None:
+        """Stop reading the response (the client cannot keep up)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Resume reading the response."""
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Drop the connection at once, detaching the sink (no callbacks follow)."""
+        self._sink = None
+        self.close(abort=True)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Close the connection."""
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort() if abort else self.transport.close()
+
+    # -- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is None:  # bytes on an idle connection: the server is confused
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(errors.upstream_bad_response(self.instance_id, "unexpected upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(self._error or errors.upstream_bad_response(self.instance_id, str(exc)))
+        else:
+            if not self._head_done and self._sink is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.pool.max_head_bytes:
+                    self._fail(errors.upstream_bad_response(self.instance_id, "head too large"))
+        self._deliver_end()
+        sink.upstream_flush()
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost decides what the EOF meant
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        if exc is None and self._head_done and self._eof_framed:
+            self._sink = sink
+            self._finish()  # a close-delimited response ends at a clean EOF
+            self._deliver_end()
+        else:
+            sink.upstream_failed(
+                errors.upstream_lost(
+                    self.instance_id,
+                    response_started=self._head_done,
+                    replayable=sink.replayable,
+                    reused=self.requests > 1,
+                )
+            )
+        sink.upstream_flush()
+
+    def pause_writing(self) -> None:
+        if self._sink is not None:
+            self._sink.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self._sink is not None:
+            self._sink.upstream_write_resumed()
+
+    # -- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reason = b""
+        self._headers = []
+        self._trailers = []
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            self._trailers.append((name, value))
+        else:
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        sink = self._sink
+        if sink is None or self._skip_rest:
+            raise _Stray()
+        status = self._parser.get_status_code()
+        if status < 200:
+            self._interim = True
+            if status != 101:  # 101 makes feed_data raise HttpParserUpgrade
+                sink.upstream_interim(status, self._reason, self._headers)
+            return
+        self._head_done = True
+        self._keep_alive = self._parser.should_keep_alive()
+        info = sink.upstream_head(status, self._reason, self._headers)
+        if info.bad_framing is not None:
+            self._error = errors.upstream_bad_response(self.instance_id, info.bad_framing)
+            raise self._error
+        if self._head_request:
+            # httptools cannot be told "no body follows": finish here, use a fresh parser
+            # for the next response, and ignore whatever this one still reports.
+            self._skip_rest = self._parser_dirty = True
+            self._finish()
+        elif info.content_length is None and not info.chunked and status not in (204, 304):
+            self._eof_framed = True
+
+    def on_body(self, data: bytes) -> None:
+        if self._skip_rest or self._sink is None:
+            raise _Stray()
+        self._sink.upstream_body(data)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        elif not self._skip_rest:
+            self._finish()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """The response is complete: detach the sink; :meth:`_deliver_end` tells it.
+
+        Telling it (and pooling this connection) waits until the parser has returned, so
+        no new request can be bound while the old parser is still running, and the
+        connection is already back in the pool when the client's next request looks.
+        """
+        self._done, self._sink = self._sink, None
+        self._reusable = self._keep_alive and self._request_done and not self._eof_framed
+
+    def _deliver_end(self) -> None:
+        done = self._done
+        if done is None:
+            return
+        self._done = None
+        if self._reusable and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+        done.upstream_end(self._trailers)
+
+    def _fail(self, err: errors.ProxyError) -> None:
+        sink, self._sink = self._sink, None
+        self.close(abort=True)
+        if sink is not None:
+            sink.upstream_failed(err)
+
+
+class _Stray(Exception):
+    """Bytes the upstream sent that no request asked for."""
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per (host, port), plus connecting new ones."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_idle: int = 32,
+        idle_timeout: float = 4.0,
+        connect_timeout: float = 5.0,
+        max_head_bytes: int = 256 * 1024,
+    ) -> None:
+        self.loop = loop
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.max_head_bytes = max_head_bytes
+        self._idle: dict[Key, collections.deque[UpstreamConnection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def take(self, backend: Backend) -> UpstreamConnection | None:
+        """An idle connection to ``backend``, or None (then :meth:`connect`)."""
+        idle = self._idle.get((backend.host, backend.port))
+        while idle:
+            conn = idle.pop()
+            conn.in_pool = False
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self, backend: Backend) -> UpstreamConnection:
+        """A new connection to ``backend``; raises OSError or TimeoutError."""
+        key = (backend.host, backend.port)
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await self.loop.create_connection(
+                lambda: UpstreamConnection(self, key, backend.instance_id), *key
+            )
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Take back a connection whose exchange finished cleanly."""
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = collections.deque()
+        if self._closed or conn.closed or len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.resume_reading()  # notice the server closing it while idle
+        conn.in_pool = True
+        conn.idle_since = self.loop.time()
+        idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """Drop a connection that closed while idle."""
+        if conn.in_pool:
+            conn.in_pool = False
+            idle = self._idle.get(conn.key)
+            if idle is not None:
+                idle.remove(conn)
+
+    @property
+    def idle_count(self) -> int:
+        """Idle connections held, over all backends."""
+        return sum(len(idle) for idle in self._idle.values())
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = self.loop.time() - self.idle_timeout
+        for key, idle in list(self._idle.items()):
+            while idle and idle[0].idle_since <= deadline:
+                idle[0].close()  # forget() pops it
+            if not idle:
+                del self._idle[key]
+        if self._idle and not self._closed:
+            self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+
+    def close(self) -> None:
+        """Close every idle connection and stop pooling."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in list(self._idle.values()):
+            while idle:
+                idle[0].close()
+        self._idle.clear()

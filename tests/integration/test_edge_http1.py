@@ -1,0 +1,962 @@
+"""The edge proxy over real sockets: routing, keep-alive, framing, streaming, failures.
+
+Backends are small h11 servers on 127.0.0.1:0 that echo what they received (a parser
+independent of the edge's httptools); clients are raw sockets, httpx and curl. Every
+scenario is a plain coroutine with no fixtures, so ``test_under_uvloop`` can run a
+selection of them again on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import httptools
+import httpx
+import pytest
+import uvloop
+
+from roost.proxy import Backend, RouteHolder, RouteTable, start_edge
+from roost.proxy.edge import Edge
+
+pytestmark = pytest.mark.integration
+
+HOST = "demo.localhost"
+CURL = "/usr/bin/curl"
+
+
+async def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    """Wait until ``cond()`` is truthy, polling the loop, failing after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.005)
+
+
+async def wait_stable(
+    value: Callable[[], int], quiet: float = 0.3, timeout: float = 20.0, what: str = ""
+) -> None:
+    """Wait until ``value()`` is positive and has not changed for ``quiet`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last, since = value(), loop.time()
+    while True:
+        now = loop.time()
+        if now > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        current = value()
+        if current != last:
+            last, since = current, now
+        elif current > 0 and now - since >= quiet:
+            return
+        await asyncio.sleep(0.01)
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+@dataclass
+class EchoBackend:
+    """An HTTP/1.1 server that answers with JSON describing the request it got.
+
+    Paths: ``/stream/N`` (N body bytes, Content-Length), ``/chunked/N`` (chunked),
+    ``/gated/N`` (first MiB, then waits for ``gate``), ``/truncate`` and
+    ``/truncate-chunked`` (close mid-body), ``/eof/N`` (close-delimited body),
+    ``/status/N``, ``/reject`` (413 without reading the body), ``/no-continue``.
+    ``drop=True`` closes every connection on receipt of a request, answering nothing.
+    """
+
+    ident: str
+    drop: bool = False
+    port: int = 0
+    connections: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    body_progress: int = 0
+    sent: int = 0
+    finished_sending: bool = False
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    server: asyncio.Server | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def start(self) -> EchoBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.gate.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    @property
+    def backend(self) -> Backend:
+        return Backend(self.ident, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while await self._one(conn, reader, writer):
+                conn.start_next_cycle()
+        except (ConnectionError, h11.RemoteProtocolError):
+            pass
+        finally:
+            writer.close()
+            self.tasks.discard(task)
+
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await reader.read(65536))
+
+    async def _one(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        request = await self._next(conn, reader)
+        if not isinstance(request, h11.Request):
+            return False
+        if self.drop:
+            return False
+        target = request.target.decode()
+        if target == "/reject":
+            writer.write(
+                conn.send(h11.Response(status_code=413, headers=[("Content-Length", "0")]))
+            )
+            writer.write(conn.send(h11.EndOfMessage()))
+            return False
+        if conn.they_are_waiting_for_100_continue and target != "/no-continue":
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        body = hashlib.sha256()
+        size = 0
+        first = b""
+        while True:
+            event = await self._next(conn, reader)
+            if isinstance(event, h11.Data):
+                body.update(event.data)
+                size += len(event.data)
+                self.body_progress = size
+                if len(first) < 1000:
+                    first += event.data[: 1000 - len(first)]
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                return False
+        seen = {
+            "id": self.ident,
+            "method": request.method.decode(),
+            "target": target,
+            "http_version": request.http_version.decode(),
+            "headers": [[n.decode(), v.decode("latin-1")] for n, v in request.headers],
+            "body_len": size,
+            "body_sha256": body.hexdigest(),
+            "body": first.decode("latin-1"),
+        }
+        self.requests.append(seen)
+        return await self._respond(conn, writer, target, seen)
+
+    async def _respond(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, target: str, seen: dict[str, Any]
+    ) -> bool:
+        parts = target.split("/")
+        kind = parts[1] if len(parts) > 1 else ""
+        n = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        if kind in ("stream", "chunked", "gated"):
+            headers = [("Content-Length", str(n))] if kind != "chunked" else []
+            writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+            await self._stream(conn, writer, n, gated=kind == "gated")
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            return True
+        if kind == "truncate":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            return False
+        if kind == "truncate-chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            await writer.drain()
+            return False
+        if kind == "eof":
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"e" * n)
+            await writer.drain()
+            return False
+        if kind == "status":
+            writer.write(conn.send(h11.Response(status_code=n, headers=[("X-Echo", self.ident)])))
+            writer.write(conn.send(h11.EndOfMessage()))
+            return True
+        payload = json.dumps(seen).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        headers += [("Connection", "X-Hop"), ("X-Hop", "1"), ("Roost-Secret", "app-set")]
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+        if seen["method"] != "HEAD":
+            writer.write(conn.send(h11.Data(data=payload)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return True
+
+    async def _stream(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, n: int, *, gated: bool
+    ) -> None:
+        block = bytes(range(256)) * 256  # 64 KiB
+        self.sent = 0
+        self.finished_sending = False
+        while self.sent < n:
+            if gated and self.sent >= 1 << 20:
+                await self.gate.wait()
+                gated = False
+            piece = block[: min(len(block), n - self.sent)]
+            writer.write(conn.send(h11.Data(data=piece)))
+            self.sent += len(piece)
+            await writer.drain()
+        self.finished_sending = True
+
+
+def dead_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    edge: Edge
+    holder: RouteHolder
+    backends: list[EchoBackend]
+
+    @property
+    def port(self) -> int:
+        return self.edge.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.edge.port}"
+
+
+@contextlib.asynccontextmanager
+async def stack(
+    n: int = 1,
+    *,
+    dead: int = 0,
+    drop: tuple[int, ...] = (),
+    unhealthy: tuple[int, ...] = (),
+    **limits: Any,
+) -> AsyncIterator[Stack]:
+    """Backends b0..b{n-1} (+ ``dead`` refusing ones) behind app "demo"; app "idle" has none."""
+    backends = [await EchoBackend(f"b{i}", drop=i in drop).start() for i in range(n)]
+    routed = [
+        Backend(b.ident, "127.0.0.1", b.port, healthy=i not in unhealthy)
+        for i, b in enumerate(backends)
+    ]
+    routed += [Backend(f"dead{i}", "127.0.0.1", dead_port()) for i in range(dead)]
+    table = RouteTable.build(
+        [("demo", ["demo.example.com"]), ("idle", [])], {"demo": routed, "idle": []}
+    )
+    holder = RouteHolder(table)
+    edge = await start_edge("127.0.0.1", 0, holder, region="tst", **limits)
+    try:
+        yield Stack(edge, holder, backends)
+    finally:
+        await edge.close(timeout=2.0)
+        for b in backends:
+            await b.close()
+
+
+# -- raw client --------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    complete: bool
+
+    def header(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n.decode().lower() == name.lower():
+                return v.decode("latin-1")
+        return None
+
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+class RawClient:
+    """A socket client that sends raw bytes and parses responses as they come."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.responses: list[Response] = []
+        self.interim: list[int] = []
+        self._cur: Response | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
+
+    @classmethod
+    async def open(cls, port: int) -> RawClient:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def on_message_begin(self) -> None:
+        self._cur = Response(0, [], b"", False)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._cur is not None
+        self._cur.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._cur is not None
+        self._cur.status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        assert self._cur is not None
+        self._cur.body += body
+
+    def on_message_complete(self) -> None:
+        assert self._cur is not None
+        if self._cur.status < 200:
+            self.interim.append(self._cur.status)
+        else:
+            self._cur.complete = True
+            self.responses.append(self._cur)
+        self._cur = None
+
+    async def read_responses(self, count: int = 1, timeout: float = 10.0) -> list[Response]:
+        """Read until ``count`` complete responses (or EOF), return them."""
+        async with asyncio.timeout(timeout):
+            while len(self.responses) < count and not self.closed:
+                await self._read_some()
+        return self.responses[:count]
+
+    async def response(self, timeout: float = 10.0) -> Response:
+        before = len(self.responses)
+        await self.read_responses(before + 1, timeout)
+        assert len(self.responses) > before, "connection closed before a response"
+        return self.responses[before]
+
+    async def _read_some(self) -> None:
+        try:
+            data = await self.reader.read(1 << 20)
+        except ConnectionError:
+            data = b""
+        if not data:
+            self.closed = True
+            if self._cur is not None and self._cur.status and not self._cur.complete:
+                self.responses.append(self._cur)  # incomplete: kept for inspection
+            return
+        self._parser.feed_data(data)
+
+    async def read_until(self, cond: Callable[[], object], timeout: float = 10.0) -> None:
+        """Read (and parse) until ``cond()`` holds."""
+        async with asyncio.timeout(timeout):
+            while not cond():
+                assert not self.closed, "connection closed"
+                await self._read_some()
+
+    def partial_body(self) -> int:
+        """Body bytes of the response being received so far."""
+        return len(self._cur.body) if self._cur is not None else 0
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """Read (and parse) until the edge closes the connection."""
+        async with asyncio.timeout(timeout):
+            while not self.closed:
+                await self._read_some()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def get(path: str = "/", host: str = HOST, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def fetch(port: int, request: bytes) -> Response:
+    client = await RawClient.open(port)
+    try:
+        client.send(request)
+        return await client.response()
+    finally:
+        await client.close()
+
+
+async def curl(*args: str) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        CURL, "-sS", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+def headers_of(seen: dict[str, Any]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for name, value in seen["headers"]:
+        result.setdefault(name.lower(), []).append(value)
+    return result
+
+
+# -- routing -----------------------------------------------------------------------------
+
+
+async def test_routes_by_host_header() -> None:
+    """A request reaches the app named by its Host, by <app>.localhost or a hostname."""
+    async with stack() as s:
+        for host in (HOST, "DEMO.localhost:8080", "demo.example.com."):
+            r = await fetch(s.port, get("/hello?x=1", host=host))
+            assert r.status == 200
+            seen = r.json()
+            assert (seen["id"], seen["method"], seen["target"]) == ("b0", "GET", "/hello?x=1")
+
+
+async def test_unknown_host_gets_404() -> None:
+    """An unknown Host is answered by the edge with 404 and a short plain body."""
+    async with stack() as s:
+        r = await fetch(s.port, get(host="x.localhost"))
+        assert r.status == 404
+        assert r.body == b'no app for host "x.localhost"\n'
+        assert r.header("content-type") == "text/plain; charset=utf-8"
+        assert r.header("roost-request-id")
+        assert s.backends[0].requests == []
+
+
+async def test_app_without_instances_gets_503() -> None:
+    """An app with no backends is answered with 503."""
+    async with stack() as s:
+        r = await fetch(s.port, get(host="idle.localhost"))
+        assert r.status == 503
+        assert r.body == b'app "idle" has no running instances\n'
+
+
+async def test_route_table_swap_takes_effect() -> None:
+    """Storing a new table in the holder reroutes the next request."""
+    async with stack() as s:
+        assert (await fetch(s.port, get(host="new.localhost"))).status == 404
+        s.holder.table = RouteTable.build([("new", [])], {"new": [s.backends[0].backend]})
+        r = await fetch(s.port, get(host="new.localhost"))
+        assert r.status == 200 and r.json()["id"] == "b0"
+
+
+async def test_force_instance_header() -> None:
+    """Roost-Force-Instance-Id picks that instance; an unknown id is a clear 404."""
+    async with stack(3) as s:
+        for _ in range(5):
+            r = await fetch(s.port, get(extra="Roost-Force-Instance-Id: b2\r\n"))
+            assert r.json()["id"] == "b2"
+            assert "roost-force-instance-id" not in headers_of(r.json())
+        r = await fetch(s.port, get(extra="Roost-Force-Instance-Id: nope\r\n"))
+        assert r.status == 404 and b'no instance "nope"' in r.body
+
+
+# -- headers -----------------------------------------------------------------------------
+
+
+async def test_forwarding_headers_are_set_and_client_roost_headers_stripped() -> None:
+    """roost-* from clients never arrive; X-Forwarded-For is appended to, not trusted."""
+    async with stack() as s:
+        extra = (
+            "X-Forwarded-For: 1.2.3.4\r\nRoost-Foo: evil\r\nROOST-CLIENT-IP: 6.6.6.6\r\n"
+            "X-Forwarded-Proto: https\r\nConnection: keep-alive, X-Private\r\n"
+            "X-Private: secret\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+        )
+        r = await fetch(s.port, get(extra=extra))
+        h = headers_of(r.json())
+        assert h["x-forwarded-for"] == ["1.2.3.4, 127.0.0.1"]
+        assert h["roost-client-ip"] == ["127.0.0.1"]
+        assert "roost-foo" not in h
+        assert h["x-forwarded-proto"] == ["http"]
+        assert h["x-forwarded-port"] == [str(s.port)]
+        assert h["via"] == ["1.1 roost"]
+        assert h["roost-region"] == ["tst"]
+        for hop in ("connection", "x-private", "keep-alive", "te"):
+            assert hop not in h
+        assert h["roost-request-id"] == [r.header("roost-request-id")]
+
+
+async def test_response_headers_cleaned_and_request_id_added() -> None:
+    """Responses lose hop-by-hop and roost-* headers and carry Roost-Request-Id and Via."""
+    async with stack() as s:
+        r = await fetch(s.port, get())
+        assert r.header("x-hop") is None and r.header("roost-secret") is None
+        assert r.header("via") == "1.1 roost"
+        ids = {(await fetch(s.port, get())).header("roost-request-id") for _ in range(5)}
+        assert len(ids) == 5 and all(ids)
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+async def test_keep_alive_reuses_upstream_connection() -> None:
+    """N sequential requests on one client connection use one backend connection."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        for i in range(20):
+            client.send(get(f"/{i}"))
+            r = await client.response()
+            assert r.status == 200 and r.json()["target"] == f"/{i}"
+            assert r.header("connection") is None
+        await client.close()
+        # a second client connection reuses the pooled backend connection too
+        assert (await fetch(s.port, get())).status == 200
+        assert s.backends[0].connections == 1
+
+
+async def test_pipelined_requests_answered_in_order() -> None:
+    """Pipelined requests sent in one write get their responses in order."""
+    async with stack(2) as s:
+        client = await RawClient.open(s.port)
+        client.send(b"".join(get(f"/p{i}") for i in range(10)) + get("/slow/0"))
+        responses = await client.read_responses(11)
+        assert [r.json()["target"] for r in responses] == [f"/p{i}" for i in range(10)] + [
+            "/slow/0"
+        ]
+        await client.close()
+
+
+async def test_pipelined_with_bodies() -> None:
+    """Pipelined POSTs with bodies keep their bodies apart."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        reqs = b"".join(
+            f"POST /{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {i + 1}\r\n\r\n".encode()
+            + bytes([65 + i]) * (i + 1)
+            for i in range(5)
+        )
+        client.send(reqs)
+        responses = await client.read_responses(5)
+        assert [r.json()["body"] for r in responses] == [chr(65 + i) * (i + 1) for i in range(5)]
+        await client.close()
+
+
+async def test_connection_close_request_closes_after_response() -> None:
+    """A client's Connection: close is honoured after its response (later input ignored)."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get("/a", extra="Connection: close\r\n") + get("/b"))
+        await client.wait_closed()
+        assert [r.json()["target"] for r in client.responses] == ["/a"]
+        assert client.responses[0].header("connection") == "close"
+        assert [q["target"] for q in s.backends[0].requests] == ["/a"]
+
+
+async def test_http10_client() -> None:
+    """HTTP/1.0: closed after the response unless keep-alive; chunked is un-chunked."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(f"GET /chunked/5000 HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        await client.wait_closed()
+        r = client.responses[0]
+        assert r.status == 200 and len(r.body) == 5000
+        assert r.header("transfer-encoding") is None
+        client = await RawClient.open(s.port)
+        client.send(f"GET /a HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n".encode())
+        r = await client.response()
+        assert r.header("connection") == "keep-alive"
+        client.send(f"GET /b HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        await client.wait_closed()
+        assert [r.json()["target"] for r in client.responses] == ["/a", "/b"]
+
+
+async def test_client_half_close_still_gets_response() -> None:
+    """A client that shuts down its write side after the request still gets the answer."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get("/half"))
+        client.writer.write_eof()
+        await client.wait_closed()
+        assert [r.json()["target"] for r in client.responses] == ["/half"]
+
+
+# -- bodies and streaming ------------------------------------------------------------------
+
+
+async def test_chunked_request_body_streamed_intact() -> None:
+    """A 5 MB chunked upload arrives intact, and reaches the backend before it ends."""
+    async with stack() as s:
+        payload = os.urandom(5 * 1024 * 1024)
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        half = len(payload) // 2
+        for off in range(0, half, 65536):
+            piece = payload[off : min(off + 65536, half)]
+            client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await wait_for(lambda: s.backends[0].body_progress >= half, what="first half upstream")
+        for off in range(half, len(payload), 100_000):
+            piece = payload[off : off + 100_000]
+            client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        client.send(b"0\r\nX-Trailer: 1\r\n\r\n")
+        seen = (await client.response(timeout=30)).json()
+        assert seen["body_len"] == len(payload)
+        assert seen["body_sha256"] == hashlib.sha256(payload).hexdigest()
+        assert "chunked" in headers_of(seen)["transfer-encoding"]
+        await client.close()
+
+
+async def test_content_length_body_with_httpx() -> None:
+    """httpx POSTs with Content-Length and gets its body's hash back."""
+    async with stack() as s, httpx.AsyncClient(base_url=s.url, headers={"Host": HOST}) as c:
+        payload = os.urandom(1_000_000)
+        r = await c.post("/cl", content=payload)
+        assert r.status_code == 200
+        assert r.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
+        assert headers_of(r.json())["content-length"] == [str(len(payload))]
+
+
+async def test_large_response_streamed() -> None:
+    """A response bigger than any buffer streams through before the backend finishes."""
+    async with stack() as s:
+        size = 32 * 1024 * 1024
+        client = await RawClient.open(s.port)
+        client.send(get(f"/gated/{size}"))
+        await client.read_until(lambda: client.partial_body() >= 1 << 20)
+        assert not s.backends[0].finished_sending  # the edge forwards as it receives
+        s.backends[0].gate.set()
+        r = await client.response(timeout=30)
+        assert r.complete and len(r.body) == size
+        assert r.body[:65536] == bytes(range(256)) * 256
+        await client.close()
+
+
+async def test_chunked_response_forwarded_chunked() -> None:
+    """A chunked response reaches an HTTP/1.1 client chunked and complete."""
+    async with stack() as s:
+        r = await fetch(s.port, get("/chunked/300000"))
+        assert r.header("transfer-encoding") == "chunked"
+        assert len(r.body) == 300000
+
+
+async def test_close_delimited_response_rechunked() -> None:
+    """A close-delimited response is re-framed as chunked, keeping the client connection."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get("/eof/7000"))
+        r = await client.response()
+        assert r.body == b"e" * 7000 and r.header("transfer-encoding") == "chunked"
+        client.send(get("/after"))
+        assert (await client.response()).json()["target"] == "/after"
+        await client.close()
+
+
+async def test_backpressure_from_slow_client() -> None:
+    """A client that does not read stalls the backend instead of filling edge memory."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get(f"/stream/{512 * 1024 * 1024}"))
+        b = s.backends[0]
+        await wait_stable(lambda: b.sent, what="backend stalled by backpressure")
+        edge_conn = next(iter(s.edge.connections.connections))
+        assert edge_conn.transport is not None
+        assert not b.finished_sending
+        assert edge_conn.transport.get_write_buffer_size() < 4 * 1024 * 1024
+        client.writer.transport.abort()
+
+
+async def test_head_204_304_have_no_body() -> None:
+    """HEAD, 204 and 304 responses end at their head and the connection goes on."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(f"HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await client.reader.read(65536)
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
+        assert head.endswith(b"\r\n\r\n")
+        client._parser = httptools.HttpResponseParser(client)
+        for status in (204, 304):
+            client.send(get(f"/status/{status}"))
+            r = await client.response()
+            assert r.status == status and r.body == b""
+        client.send(get("/last"))
+        assert (await client.response()).json()["target"] == "/last"
+        assert s.backends[0].connections == 1
+        await client.close()
+
+
+async def test_expect_100_continue_forwarded() -> None:
+    """Expect: 100-continue goes to the app, whose 100 Continue comes back; curl works."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST /x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        await client.read_until(lambda: client.interim)
+        assert client.interim == [100]
+        client.send(b"hello")
+        r = await client.response()
+        assert r.json()["body"] == "hello"
+        await client.close()
+        code, out, err = await curl(
+            "-H",
+            f"Host: {HOST}",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "x" * 2000,
+            s.url + "/curl",
+        )
+        assert code == 0, err
+        assert json.loads(out)["body_len"] == 2000
+
+
+async def test_early_final_response_closes_connection() -> None:
+    """An app answering before reading the body: client gets it with Connection: close."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST /reject HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        r = await client.response()
+        assert r.status == 413 and r.header("connection") == "close"
+        await client.wait_closed()
+
+
+async def test_with_curl() -> None:
+    """curl (one connection for two URLs) gets both answers through one upstream conn."""
+    async with stack() as s:
+        code, out, err = await curl("-H", f"Host: {HOST}", s.url + "/one", s.url + "/two")
+        assert code == 0, err
+        first, end = json.JSONDecoder().raw_decode(out.decode())
+        second = json.loads(out[end:])
+        assert [first["target"], second["target"]] == ["/one", "/two"]
+        assert s.backends[0].connections == 1
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def test_dead_backend_is_skipped() -> None:
+    """A backend refusing connections is skipped; every request reaches the live one."""
+    async with stack(1, dead=2) as s:
+        for i in range(10):
+            r = await fetch(s.port, get(f"/{i}"))
+            assert r.status == 200 and r.json()["id"] == "b0"
+        assert s.edge.context.inflight == {}
+
+
+async def test_all_backends_dead_gives_502() -> None:
+    """When every backend refuses, the client gets 502 naming the app."""
+    async with stack(0, dead=3) as s:
+        r = await fetch(s.port, get())
+        assert r.status == 502
+        assert b'could not reach any instance of app "demo" (3 tried' in r.body
+        assert r.header("roost-request-id")
+
+
+async def test_reset_before_response_retried_only_when_replayable() -> None:
+    """A GET whose instance dropped the connection is retried elsewhere; a POST is not."""
+    async with stack(2, drop=(0,), unhealthy=(1,)) as s:  # b0 (healthy) is tried first
+        r = await fetch(s.port, get("/g"))
+        assert r.status == 200 and r.json()["id"] == "b1"
+        post = f"POST /p HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 2\r\n\r\nhi".encode()
+        r = await fetch(s.port, post)
+        assert r.status == 502 and b"closed a new connection before responding" in r.body
+        assert [q["target"] for q in s.backends[1].requests] == ["/g"]
+
+
+async def test_upstream_closing_mid_body_closes_client() -> None:
+    """A response the backend cuts short closes the client connection (no keep-alive lie)."""
+    async with stack() as s:
+        for path, complete_len in (("/truncate", 100000), ("/truncate-chunked", None)):
+            client = await RawClient.open(s.port)
+            client.send(get(path))
+            await client.wait_closed()
+            assert len(client.responses) == 1
+            r = client.responses[0]
+            assert not r.complete
+            if complete_len:
+                assert len(r.body) < complete_len
+        assert (await fetch(s.port, get("/ok"))).status == 200
+
+
+async def test_response_timeout_gives_504() -> None:
+    """A backend that never answers yields 504 after response_timeout."""
+    writers: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    holder = RouteHolder(
+        RouteTable.build([("demo", [])], {"demo": [Backend("s", "127.0.0.1", port)]})
+    )
+    edge = await start_edge("127.0.0.1", 0, holder, region="tst", response_timeout=0.2)
+    try:
+        r = await fetch(edge.port, get())
+        assert r.status == 504
+    finally:
+        await edge.close(timeout=1)
+        silent.close()
+        for w in writers:
+            w.close()
+        await silent.wait_closed()
+
+
+# -- strict framing ------------------------------------------------------------------------
+
+BAD_REQUESTS = {
+    "cl_and_te": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 3\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "double_cl_same": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 3\r\n"
+    "Content-Length: 3\r\n\r\nabc",
+    "double_cl_diff": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 3\r\n"
+    "Content-Length: 4\r\n\r\nabcd",
+    "te_gzip": "POST / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    "te_gzip_chunked": "POST / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    "0\r\n\r\n",
+    "obs_fold": "GET / HTTP/1.1\r\nHost: {h}\r\nX-A: b\r\n c\r\n\r\n",
+    "space_before_colon": "GET / HTTP/1.1\r\nHost: {h}\r\nX-A : b\r\n\r\n",
+    "bad_chunk_size": "POST / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "zz\r\nabc\r\n0\r\n\r\n",
+    "two_hosts": "GET / HTTP/1.1\r\nHost: {h}\r\nHost: other.localhost\r\n\r\n",
+    "no_host": "GET / HTTP/1.1\r\n\r\n",
+    "bare_lf": "GET / HTTP/1.1\nHost: {h}\n\n",
+    "nul_in_value": "GET / HTTP/1.1\r\nHost: {h}\r\nX-A: a\x00b\r\n\r\n",
+    "bad_host": "GET / HTTP/1.1\r\nHost: de mo/x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+async def test_ambiguous_framing_rejected(name: str) -> None:
+    """Ambiguous or malformed requests get 400 + close and never reach a backend."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(BAD_REQUESTS[name].format(h=HOST).encode("latin-1") + get("/smuggled"))
+        await client.wait_closed()
+        assert [r.status for r in client.responses] == [400]
+        assert client.responses[0].header("connection") == "close"
+        assert s.backends[0].requests == [] and s.backends[0].connections == 0
+
+
+async def test_bad_request_after_good_one_answered_in_order() -> None:
+    """A valid request then garbage: the valid one is answered, then 400, then close."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get("/fine") + b"GARBAGE\r\n\r\n")
+        await client.wait_closed()
+        assert [r.status for r in client.responses] == [200, 400]
+
+
+async def test_oversized_header_section_gets_431() -> None:
+    """A header section over 64 KiB is refused with 431."""
+    async with stack() as s:
+        many = "".join(f"X-H{i}: {'v' * 1000}\r\n" for i in range(70))
+        client = await RawClient.open(s.port)
+        client.send(get(extra=many))
+        await client.wait_closed()
+        assert [r.status for r in client.responses] == [431]
+        one = "X-Big: " + "v" * 70000 + "\r\n"
+        r = await fetch(s.port, get(extra=one))
+        assert r.status == 431
+        assert s.backends[0].requests == []
+
+
+async def test_long_uri_gets_414() -> None:
+    """A request target over 8 KiB is refused with 414."""
+    async with stack() as s:
+        r = await fetch(s.port, get("/" + "a" * 9000))
+        assert r.status == 414 and r.header("connection") == "close"
+        r = await fetch(s.port, get("/" + "a" * 8000))
+        assert r.status == 200
+
+
+async def test_connect_method_refused() -> None:
+    """CONNECT is not proxied: 405."""
+    async with stack() as s:
+        r = await fetch(
+            s.port, b"CONNECT demo.localhost:443 HTTP/1.1\r\nHost: demo.localhost\r\n\r\n"
+        )
+        assert r.status == 405
+
+
+async def test_upgrade_header_ignored() -> None:
+    """Upgrade requests are served as plain HTTP/1.1 (the Upgrade header is dropped)."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get("/u", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n") + get("/v"))
+        responses = await client.read_responses(2)
+        assert [r.json()["target"] for r in responses] == ["/u", "/v"]
+        assert "upgrade" not in headers_of(responses[0].json())
+        await client.close()
+
+
+async def test_absolute_form_target() -> None:
+    """An absolute-form target routes by its authority and is sent on in origin-form."""
+    async with stack() as s:
+        r = await fetch(s.port, b"GET http://demo.localhost/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert r.status == 200
+        seen = r.json()
+        assert seen["target"] == "/abs?q=1" and headers_of(seen)["host"] == ["demo.localhost"]
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+async def test_close_waits_for_in_flight_and_drops_idle() -> None:
+    """Edge.close lets an in-flight response finish, closes idle connections."""
+    async with stack() as s:
+        idle = await RawClient.open(s.port)
+        idle.send(get("/warm"))
+        await idle.response()
+        busy = await RawClient.open(s.port)
+        busy.send(get(f"/gated/{2 * 1024 * 1024}"))
+        await wait_for(lambda: s.backends[0].sent >= 1 << 20, what="backend streaming")
+        closing = asyncio.ensure_future(s.edge.close(timeout=10))
+        await idle.wait_closed()
+        assert not closing.done()
+        s.backends[0].gate.set()
+        r = await busy.response()
+        assert len(r.body) == 2 * 1024 * 1024 and r.header("connection") == "close"
+        await closing
+        await busy.wait_closed()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", s.port)
+
+
+# -- the same scenarios on uvloop -----------------------------------------------------------
+
+UVLOOP_SCENARIOS: dict[str, Callable[[], Awaitable[None]]] = {
+    f.__name__: f
+    for f in (
+        test_routes_by_host_header,
+        test_keep_alive_reuses_upstream_connection,
+        test_pipelined_requests_answered_in_order,
+        test_chunked_request_body_streamed_intact,
+        test_large_response_streamed,
+        test_dead_backend_is_skipped,
+        test_upstream_closing_mid_body_closes_client,
+        test_head_204_304_have_no_body,
+        test_expect_100_continue_forwarded,
+        test_close_waits_for_in_flight_and_drops_idle,
+    )
+}
+
+
+@pytest.mark.parametrize("name", sorted(UVLOOP_SCENARIOS))
+def test_under_uvloop(name: str) -> None:
+    """Key scenarios pass on uvloop too (the loop the edge runs on in production)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(UVLOOP_SCENARIOS[name]())
