@@ -10,8 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-               what: str = "condition") -> T:
+def wait_until(
+    fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``fn`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -23,8 +24,12 @@ def wait_until(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-async def await_until(fn: Callable[[], Awaitable[T]], timeout: float = 10.0,
-                      interval: float = 0.02, what: str = "condition") -> T:
+async def await_until(
+    fn: Callable[[], Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,22 +29,35 @@ class RoostNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.seen_pids: set[int] = set()
+        self.log: Any = None
 
     def start(self, timeout: float = 60.0) -> RoostNode:
         (self.data_dir / "api.json").unlink(missing_ok=True)
-        args = [ROOST, "--data-dir", str(self.data_dir), "up", "--http-port", "0",
-                "--api-port", "0"]
+        args = [
+            ROOST,
+            "--data-dir",
+            str(self.data_dir),
+            "up",
+            "--http-port",
+            "0",
+            "--api-port",
+            "0",
+        ]
         if not self.demo:
             args.append("--no-demo")
+        if getattr(self, "log", None) is not None:
+            self.log.close()
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}-up.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
         def ready() -> dict[str, Any] | None:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"roost up exited with {self.proc.returncode}: "
-                                     f"{self.output()}")
+                raise AssertionError(
+                    f"roost up exited with {self.proc.returncode}: {self.output()}"
+                )
             try:
                 info = json.loads((self.data_dir / "api.json").read_text())
             except (FileNotFoundError, ValueError):
@@ -52,21 +66,38 @@ class RoostNode:
 
         self.info = wait_until(ready, timeout, what="roost up to be ready")
         self.token = (self.data_dir / "token").read_text().strip()
-        self.api = httpx.Client(base_url=self.info["url"], trust_env=False, timeout=30,
-                                headers={"Authorization": f"Bearer {self.token}"})
+        self.close_clients()
+        self.api = httpx.Client(
+            base_url=self.info["url"],
+            trust_env=False,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         self.edge = httpx.Client(base_url=self.info["edge_url"], trust_env=False, timeout=30)
         return self
+
+    def close_clients(self) -> None:
+        for client in (getattr(self, "api", None), getattr(self, "edge", None)):
+            if client is not None:
+                client.close()
 
     def output(self) -> str:
         return (self.data_dir.parent / f"{self.data_dir.name}-up.log").read_text(errors="replace")
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60.0,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([ROOST, "--data-dir", str(self.data_dir), *args], text=True,
-                             capture_output=True, timeout=timeout, cwd=cwd)
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60.0, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [ROOST, "--data-dir", str(self.data_dir), *args],
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
         if check and res.returncode != 0:
-            raise AssertionError(f"roost {' '.join(args)} failed ({res.returncode}): "
-                                 f"{res.stdout}{res.stderr}")
+            raise AssertionError(
+                f"roost {' '.join(args)} failed ({res.returncode}): {res.stdout}{res.stderr}"
+            )
         return res
 
     def instances(self, app: str) -> list[dict[str, Any]]:
@@ -100,10 +131,9 @@ class RoostNode:
             except subprocess.TimeoutExpired:
                 self.kill()
         for pid in self.seen_pids:  # instances left behind by a killed node
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        self.close_clients()
         self.log.close()
 
 

@@ -78,6 +78,7 @@ class EchoBackend:
 
     ident: str
     drop: bool = False
+    drop_after: int | None = None  # drop each connection's requests after this many
     port: int = 0
     connections: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -112,10 +113,12 @@ class EchoBackend:
         assert task is not None
         self.tasks.add(task)
         conn = h11.Connection(h11.SERVER)
+        served = 0
         try:
-            while await self._one(conn, reader, writer):
+            while await self._one(conn, reader, writer, served):
                 conn.start_next_cycle()
-        except (ConnectionError, h11.RemoteProtocolError):
+                served += 1
+        except (ConnectionError, h11.RemoteProtocolError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -129,12 +132,16 @@ class EchoBackend:
             conn.receive_data(await reader.read(65536))
 
     async def _one(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        served: int,
     ) -> bool:
         request = await self._next(conn, reader)
         if not isinstance(request, h11.Request):
             return False
-        if self.drop:
+        if self.drop or (self.drop_after is not None and served >= self.drop_after):
             return False
         target = request.target.decode()
         if target == "/reject":
@@ -198,6 +205,12 @@ class EchoBackend:
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"e" * n)
             await writer.drain()
             return False
+        if kind == "trailers":
+            writer.write(conn.send(h11.Response(status_code=200, headers=[])))
+            writer.write(conn.send(h11.Data(data=b"body")))
+            trailers = [("X-Checksum", "abc"), ("Roost-Bad", "x")]
+            writer.write(conn.send(h11.EndOfMessage(headers=trailers)))
+            return True
         if kind == "status":
             writer.write(conn.send(h11.Response(status_code=n, headers=[("X-Echo", self.ident)])))
             writer.write(conn.send(h11.EndOfMessage()))
@@ -275,6 +288,8 @@ async def stack(
     try:
         yield Stack(edge, holder, backends)
     finally:
+        while RawClient.opened:
+            await RawClient.opened.pop().close()
         await edge.close(timeout=2.0)
         for b in backends:
             await b.close()
@@ -311,9 +326,13 @@ class RawClient:
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
 
+    opened: list[RawClient] = []  # closed by stack() on exit
+
     @classmethod
     async def open(cls, port: int) -> RawClient:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        cls.opened.append(client)
+        return client
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -451,6 +470,24 @@ async def test_app_without_instances_gets_503() -> None:
         assert r.body == b'app "idle" has no running instances\n'
 
 
+async def test_edge_answer_before_body_keeps_or_closes_connection() -> None:
+    """Answered before its body was read: a small body is discarded and the connection
+    kept; a large one (or one awaiting 100 Continue) closes the connection."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        small = b"POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 5000\r\n\r\n"
+        client.send(small)
+        r = await client.response()
+        assert r.status == 404 and r.header("connection") is None
+        client.send(b"y" * 5000 + get("/after"))
+        assert (await client.response()).json()["target"] == "/after"
+        big = b"POST / HTTP/1.1\r\nHost: x.localhost\r\nContent-Length: 5000000\r\n\r\n"
+        client.send(big)
+        r = await client.response()
+        assert r.status == 404 and r.header("connection") == "close"
+        await client.wait_closed()
+
+
 async def test_route_table_swap_takes_effect() -> None:
     """Storing a new table in the holder reroutes the next request."""
     async with stack() as s:
@@ -551,6 +588,38 @@ async def test_pipelined_with_bodies() -> None:
         await client.close()
 
 
+async def test_pipelined_mix_of_edge_answers_and_proxied() -> None:
+    """Pipelined requests the edge answers itself (404/503) stay in order with proxied ones."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        hosts = [HOST, "nope.localhost", HOST, "idle.localhost", HOST]
+        client.send(b"".join(get(f"/{i}", host=h) for i, h in enumerate(hosts)))
+        responses = await client.read_responses(5)
+        assert [r.status for r in responses] == [200, 404, 200, 503, 200]
+        assert [responses[i].json()["target"] for i in (0, 2, 4)] == ["/0", "/2", "/4"]
+        client.send(get("/again"))
+        assert (await client.response()).status == 200
+        await client.close()
+
+
+async def test_pipelined_upload_behind_slow_response() -> None:
+    """A big upload pipelined behind a slow response waits its turn and arrives intact."""
+    async with stack() as s:
+        payload = os.urandom(3 * 1024 * 1024)
+        client = await RawClient.open(s.port)
+        client.send(get(f"/gated/{2 * 1024 * 1024}"))
+        client.send(
+            f"POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await client.read_until(lambda: client.partial_body() >= 1 << 20)
+        s.backends[0].gate.set()
+        first, second = await client.read_responses(2, timeout=30)
+        assert len(first.body) == 2 * 1024 * 1024
+        assert second.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
+        await client.close()
+
+
 async def test_connection_close_request_closes_after_response() -> None:
     """A client's Connection: close is honoured after its response (later input ignored)."""
     async with stack() as s:
@@ -648,6 +717,14 @@ async def test_chunked_response_forwarded_chunked() -> None:
         r = await fetch(s.port, get("/chunked/300000"))
         assert r.header("transfer-encoding") == "chunked"
         assert len(r.body) == 300000
+
+
+async def test_response_trailers_forwarded_but_filtered() -> None:
+    """Trailers of a chunked response reach the client, minus roost-* fields."""
+    async with stack() as s:
+        r = await fetch(s.port, get("/trailers"))
+        assert r.body == b"body" and r.header("x-checksum") == "abc"
+        assert r.header("roost-bad") is None
 
 
 async def test_close_delimited_response_rechunked() -> None:
@@ -780,6 +857,19 @@ async def test_reset_before_response_retried_only_when_replayable() -> None:
         assert [q["target"] for q in s.backends[1].requests] == ["/g"]
 
 
+async def test_reset_on_reused_connection() -> None:
+    """A reused connection dying before any response byte: GET retried, POST gets 502."""
+    async with stack(2, unhealthy=(1,)) as s:
+        s.backends[0].drop_after = 1  # b0 answers once per connection, then hangs up
+        assert (await fetch(s.port, get("/1"))).json()["id"] == "b0"
+        assert (await fetch(s.port, get("/2"))).json()["id"] == "b1"  # b0's reused conn died
+        assert (await fetch(s.port, get("/3"))).json()["id"] == "b0"  # on a new connection
+        post = f"POST /p HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 2\r\n\r\nhi".encode()
+        r = await fetch(s.port, post)
+        assert r.status == 502 and b"closed a reused connection before responding" in r.body
+        assert [q["target"] for q in s.backends[1].requests] == ["/2"]
+
+
 async def test_upstream_closing_mid_body_closes_client() -> None:
     """A response the backend cuts short closes the client connection (no keep-alive lie)."""
     async with stack() as s:
@@ -813,6 +903,115 @@ async def test_response_timeout_gives_504() -> None:
         for w in writers:
             w.close()
         await silent.wait_closed()
+
+
+async def raw_backend_edge(reply: bytes, **limits: Any) -> tuple[Edge, asyncio.Server]:
+    """An edge whose only backend answers every request head with ``reply`` and closes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    table = RouteTable.build([("demo", [])], {"demo": [Backend("r", "127.0.0.1", port)]})
+    edge = await start_edge("127.0.0.1", 0, RouteHolder(table), region="tst", **limits)
+    return edge, server
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ],
+    ids=["garbage", "switching", "te_gzip", "two_cl"],
+)
+async def test_invalid_upstream_response_gives_502(reply: bytes) -> None:
+    """A response the edge cannot relay faithfully becomes a 502 of its own."""
+    edge, server = await raw_backend_edge(reply)
+    try:
+        r = await fetch(edge.port, get())
+        assert r.status == 502
+        assert r.body.startswith(b'instance "r" sent an invalid response')
+    finally:
+        await edge.close(timeout=1)
+        server.close()
+        await server.wait_closed()
+
+
+async def test_header_timeout_gives_408() -> None:
+    """A client that starts a request head and stalls gets 408 and is closed."""
+    async with stack(header_timeout=0.2) as s:
+        client = await RawClient.open(s.port)
+        client.send(b"GET / HTTP/1.1\r\nHost: demo.local")
+        await client.wait_closed()
+        assert [r.status for r in client.responses] == [408]
+
+
+async def test_idle_keepalive_connection_closed() -> None:
+    """An idle keep-alive connection is closed after keepalive_timeout, quietly."""
+    async with stack(keepalive_timeout=0.2) as s:
+        client = await RawClient.open(s.port)
+        client.send(get())
+        await client.response()
+        await client.wait_closed()
+        assert len(client.responses) == 1
+
+
+async def test_http_version_other_than_1x_refused() -> None:
+    """HTTP/2.0 spoken as text (or 0.9) gets 505."""
+    async with stack() as s:
+        r = await fetch(s.port, f"GET / HTTP/2.0\r\nHost: {HOST}\r\n\r\n".encode())
+        assert r.status == 505
+
+
+async def test_client_gone_mid_response_drops_upstream() -> None:
+    """When the client vanishes mid-response the upstream connection is not reused."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(get(f"/gated/{4 * 1024 * 1024}"))
+        await client.read_until(lambda: client.partial_body() > 0)
+        client.writer.transport.abort()
+        await wait_for(lambda: not s.edge.connections.connections, what="edge conn closed")
+        assert s.edge.context.inflight == {}
+        s.backends[0].gate.set()
+        assert (await fetch(s.port, get("/next"))).status == 200
+        assert s.backends[0].connections == 2
+
+
+async def test_client_gone_mid_upload_drops_upstream() -> None:
+    """A client that disconnects mid-body leaves no half-sent request on a pooled conn."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1000000\r\n\r\n".encode()
+        )
+        client.send(b"x" * 5000)
+        await wait_for(lambda: s.backends[0].body_progress >= 5000, what="upload started")
+        client.writer.transport.abort()
+        await wait_for(lambda: s.edge.context.inflight == {}, what="attempt ended")
+        assert (await fetch(s.port, get("/next"))).json()["target"] == "/next"
+        assert s.backends[0].connections == 2
+
+
+async def test_http10_client_gets_no_100_continue() -> None:
+    """HTTP/1.0 clients never see a 1xx; Expect is not forwarded for them."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST /x HTTP/1.0\r\nHost: {HOST}\r\nContent-Length: 2\r\n"
+            "Expect: 100-continue\r\n\r\nhi".encode()
+        )
+        await client.wait_closed()
+        assert client.interim == []
+        seen = client.responses[0].json()
+        assert seen["body"] == "hi" and "expect" not in headers_of(seen)
 
 
 # -- strict framing ------------------------------------------------------------------------
@@ -929,9 +1128,9 @@ async def test_close_waits_for_in_flight_and_drops_idle() -> None:
         assert not closing.done()
         s.backends[0].gate.set()
         r = await busy.response()
-        assert len(r.body) == 2 * 1024 * 1024 and r.header("connection") == "close"
+        assert r.complete and len(r.body) == 2 * 1024 * 1024
         await closing
-        await busy.wait_closed()
+        await busy.wait_closed()  # closed once its response was complete
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", s.port)
 
@@ -951,6 +1150,11 @@ UVLOOP_SCENARIOS: dict[str, Callable[[], Awaitable[None]]] = {
         test_head_204_304_have_no_body,
         test_expect_100_continue_forwarded,
         test_close_waits_for_in_flight_and_drops_idle,
+        test_backpressure_from_slow_client,
+        test_reset_on_reused_connection,
+        test_pipelined_upload_behind_slow_response,
+        test_bad_request_after_good_one_answered_in_order,
+        test_client_gone_mid_upload_drops_upstream,
     )
 }
 

@@ -20,9 +20,22 @@ pytestmark = pytest.mark.integration
 
 def curl(edge_url: str, host: str, path: str = "/") -> tuple[int, str]:
     res = subprocess.run(
-        ["curl", "-sS", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}", "-H", f"Host: {host}",
-         f"{edge_url}{path}"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            f"Host: {host}",
+            f"{edge_url}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     body, _, code = res.stdout.rpartition("\n")
     return int(code), body
@@ -59,8 +72,9 @@ def test_api_requires_the_token(demo_node, tmp_path):
 
     foreign = load_or_create_token(other)
     assert foreign != demo_node.token
-    resp = httpx.get(f"{url}/v1/apps", headers={"Authorization": f"Bearer {foreign}"},
-                     trust_env=False)
+    resp = httpx.get(
+        f"{url}/v1/apps", headers={"Authorization": f"Bearer {foreign}"}, trust_env=False
+    )
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "unauthorized"
 
@@ -69,9 +83,14 @@ def test_openapi_document_lists_the_api(demo_node):
     """The OpenAPI document describes deploy, scale, instances, events and logs."""
     doc = demo_node.api.get("/v1/openapi.json").json()
     paths = doc["paths"]
-    for path in ("/v1/apps/{app}/deploy", "/v1/apps/{app}/scale", "/v1/apps/{app}/instances",
-                 "/v1/apps/{app}/instances/{iid}/wait", "/v1/apps/{app}/events",
-                 "/v1/apps/{app}/logs"):
+    for path in (
+        "/v1/apps/{app}/deploy",
+        "/v1/apps/{app}/scale",
+        "/v1/apps/{app}/instances",
+        "/v1/apps/{app}/instances/{iid}/wait",
+        "/v1/apps/{app}/events",
+        "/v1/apps/{app}/logs",
+    ):
         assert path in paths
 
 
@@ -95,7 +114,7 @@ def test_scale_to_five_and_status_json(demo_node):
 
 
 def test_sigkill_of_instance_restarts_it_with_events(demo_node):
-    """An instance killed with SIGKILL is restarted (policy always) with exited+restarting events."""
+    """A SIGKILLed instance is restarted (policy always) with exited and restarting events."""
     victim = wait_until(lambda: demo_node.started("demo", 3), 30)[0]
     os.kill(victim["pid"], signal.SIGKILL)
 
@@ -107,8 +126,11 @@ def test_sigkill_of_instance_restarts_it_with_events(demo_node):
     types = [e["type"] for e in demo_node.events("demo") if e["instance_id"] == victim["id"]]
     i = types.index("exited", types.index("started"))
     assert "restarting" in types[i:]
-    exited = [e for e in demo_node.events("demo")
-              if e["instance_id"] == victim["id"] and e["type"] == "exited"]
+    exited = [
+        e
+        for e in demo_node.events("demo")
+        if e["instance_id"] == victim["id"] and e["type"] == "exited"
+    ]
     assert exited[-1]["exit_code"] == -signal.SIGKILL
 
 
@@ -146,8 +168,9 @@ def test_instance_stop_start_restart(demo_node):
 def test_wait_times_out_with_408(demo_node):
     """Waiting for a state that does not come answers 408 after the timeout."""
     inst = wait_until(lambda: demo_node.started("demo", 3), 30)[0]
-    resp = demo_node.api.get(f"/v1/apps/demo/instances/{inst['id']}/wait",
-                             params={"state": "stopped", "timeout": 0.3})
+    resp = demo_node.api.get(
+        f"/v1/apps/demo/instances/{inst['id']}/wait", params={"state": "stopped", "timeout": 0.3}
+    )
     assert resp.status_code == 408
 
 
@@ -185,9 +208,10 @@ def test_invalid_config_exits_2_and_changes_nothing(demo_node, tmp_path):
     assert f"{bad / 'fly.toml'}:7: http_service.internal_port:" in res.stderr
     assert "Traceback" not in res.stderr
     # the API refuses it too, even if a client skips local validation
-    resp = demo_node.api.post("/v1/apps/broken/deploy",
-                              json={"config": (bad / "fly.toml").read_text(),
-                                    "filename": "fly.toml"})
+    resp = demo_node.api.post(
+        "/v1/apps/broken/deploy",
+        json={"config": (bad / "fly.toml").read_text(), "filename": "fly.toml"},
+    )
     assert resp.status_code == 422
     assert resp.json()["error"]["fields"][0]["field"] == "http_service.internal_port"
     assert demo_node.api.get("/v1/apps").json() == before

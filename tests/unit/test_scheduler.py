@@ -24,14 +24,23 @@ def ids():
 
 
 def inst(iid: str, group: str = "app", version: int = 1, created: float = 0.0, **kw) -> Instance:
-    return Instance(id=iid, app="web", node="n1", region="local", process_group=group,
-                    app_version=version, created_at=created, **kw)
+    return Instance(
+        id=iid,
+        app="web",
+        node="n1",
+        region="local",
+        process_group=group,
+        app_version=version,
+        created_at=created,
+        **kw,
+    )
 
 
 def test_creates_count_per_group():
     """A fresh deploy creates `count` instances for each process group."""
-    plan = plan_instances(app({"app": 2, "worker": 1}, groups=("app", "worker")), [], [NODE],
-                          ids(), 5.0)
+    plan = plan_instances(
+        app({"app": 2, "worker": 1}, groups=("app", "worker")), [], [NODE], ids(), 5.0
+    )
     assert sorted(i.process_group for i in plan.create) == ["app", "app", "worker"]
     assert all(i.node == "n1" and i.app_version == 1 and i.created_at == 5.0 for i in plan.create)
     assert plan.destroy == ()

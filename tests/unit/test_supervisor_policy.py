@@ -35,8 +35,9 @@ def test_instance_env_has_platform_variables_over_user_env():
     """PORT and ROOST_* are set, and a user [env] cannot override them."""
     config = AppConfig(app="web", primary_region="ams", env=(("PORT", "1"), ("MODE", "x")))
     app = App(name="web", config=config, counts={"app": 1})
-    inst = Instance(id="abc", app="web", node="n", region="local", process_group="app",
-                    app_version=1, port=4321)
+    inst = Instance(
+        id="abc", app="web", node="n", region="local", process_group="app", app_version=1, port=4321
+    )
     env = instance_env(app, inst, {"8080": 4321})
     assert env["PORT"] == "4321"
     assert env["MODE"] == "x"

@@ -26,7 +26,9 @@ from roost.catalog import records as r
 from roost.machines.logs import LogCollector
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 422: {"model": s.ErrorOut},
+    401: {"model": s.ErrorOut},
+    404: {"model": s.ErrorOut},
+    422: {"model": s.ErrorOut},
 }
 
 
@@ -85,7 +87,10 @@ def create_api(
                 )
             )
         return s.StatusOut(
-            node=node.id, region=node.region, version=roost.__version__, edge_url=edge_url,
+            node=node.id,
+            region=node.region,
+            version=roost.__version__,
+            edge_url=edge_url,
             apps=apps,
         )
 
@@ -108,20 +113,24 @@ def create_api(
     @api.post("/v1/apps/{app}/deploy", response_model=s.DeployResponse)
     async def deploy(app: str, body: s.DeployRequest) -> s.DeployResponse:
         result = await control.deploy(
-            body.config, filename=body.filename, app=body.app or app, workdir=body.workdir,
+            body.config,
+            filename=body.filename,
+            app=body.app or app,
+            workdir=body.workdir,
             command=body.command,
         )
         return s.DeployResponse(
-            app=result.app.name, version=result.app.version, created=list(result.created),
-            destroyed=list(result.destroyed), warnings=list(result.warnings),
+            app=result.app.name,
+            version=result.app.version,
+            created=list(result.created),
+            destroyed=list(result.destroyed),
+            warnings=list(result.warnings),
         )
 
     @api.post("/v1/apps/{app}/scale", response_model=s.ScaleResponse)
     async def scale(app: str, body: s.ScaleRequest) -> s.ScaleResponse:
         record, created, destroyed = await control.scale(app, body.count, body.process_group)
-        return s.ScaleResponse(
-            app=app, counts=record.counts, created=created, destroyed=destroyed
-        )
+        return s.ScaleResponse(app=app, counts=record.counts, created=created, destroyed=destroyed)
 
     @api.get("/v1/apps/{app}/instances", response_model=list[s.InstanceOut])
     async def list_instances(app: str) -> list[s.InstanceOut]:
@@ -133,9 +142,7 @@ def create_api(
         return instance_out(await control.get_instance(app, iid))
 
     @api.post("/v1/apps/{app}/instances/{iid}/{action}", response_model=s.InstanceOut)
-    async def act(
-        app: str, iid: str, action: Literal["start", "stop", "restart"]
-    ) -> s.InstanceOut:
+    async def act(app: str, iid: str, action: Literal["start", "stop", "restart"]) -> s.InstanceOut:
         return instance_out(await control.instance_action(app, iid, action))
 
     @api.delete("/v1/apps/{app}/instances/{iid}", response_model=s.InstanceOut)
@@ -154,7 +161,10 @@ def create_api(
     @api.get("/v1/apps/{app}/events", response_model=list[s.EventOut])
     async def events(app: str, limit: int = Query(100, ge=1, le=1000)) -> list[s.EventOut]:
         await control.get_app(app)
-        return [s.EventOut(**msgspec.to_builtins(e)) for e in await control.catalog.list_events(app, limit)]
+        return [
+            s.EventOut(**msgspec.to_builtins(e))
+            for e in await control.catalog.list_events(app, limit)
+        ]
 
     @api.get("/v1/apps/{app}/logs", responses={200: {"content": {"application/x-ndjson": {}}}})
     async def app_logs(
@@ -174,8 +184,13 @@ def create_api(
 def _line(entry: Any) -> bytes:
     return (
         json.dumps(
-            {"ts": entry.ts, "app": entry.app, "instance_id": entry.instance_id,
-             "stream": entry.stream, "line": entry.line}
+            {
+                "ts": entry.ts,
+                "app": entry.app,
+                "instance_id": entry.instance_id,
+                "stream": entry.stream,
+                "line": entry.line,
+            }
         )
         + "\n"
     ).encode()

@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 InstanceStateName = Literal[
-    "created", "starting", "started", "exited", "restarting", "stopping", "stopped", "failed",
+    "created",
+    "starting",
+    "started",
+    "exited",
+    "restarting",
+    "stopping",
+    "stopped",
+    "failed",
     "destroyed",
 ]
 
@@ -29,7 +36,9 @@ class DeployRequest(Strict):
         None, max_length=4096, description="absolute directory process commands run in"
     )
     command: list[str] | None = Field(
-        None, min_length=1, description="command for the `app` process group if [processes] is empty"
+        None,
+        min_length=1,
+        description="command for the `app` process group if [processes] is empty",
     )
 
 

@@ -50,7 +50,11 @@ class ControlPlane:
     async def create_app(self, name: str) -> r.App:
         now = self.clock()
         app = r.App(
-            name=name, config=AppConfig(app=name), counts={}, version=0, created_at=now,
+            name=name,
+            config=AppConfig(app=name),
+            counts={},
+            version=0,
+            created_at=now,
             updated_at=now,
         )
         if not await self.catalog.create_app(app):
@@ -113,8 +117,10 @@ class ControlPlane:
         async with self._lock(config.app):
             current = await self.catalog.get_app(config.app)
             counts = dict(current.counts) if current else {}
-            counts = {g: counts.get(g, config.count if config.count is not None else 1)
-                      for g in config.process_groups()}
+            counts = {
+                g: counts.get(g, config.count if config.count is not None else 1)
+                for g in config.process_groups()
+            }
             if config.count is not None:
                 counts = dict.fromkeys(counts, config.count)
             record = r.App(
@@ -145,9 +151,13 @@ class ControlPlane:
             if app.version == 0:
                 raise ApiError(409, "not_deployed", f"app {name!r} has not been deployed yet")
             counts = {g: (count if group in (None, g) else app.counts.get(g, 0)) for g in groups}
-            app = await self.catalog.update_app(
-                name, lambda a: msgspec.structs.replace(a, counts=counts, updated_at=self.clock())
-            ) or app
+            app = (
+                await self.catalog.update_app(
+                    name,
+                    lambda a: msgspec.structs.replace(a, counts=counts, updated_at=self.clock()),
+                )
+                or app
+            )
             created, destroyed = await self._reconcile(app)
         return app, list(created), list(destroyed)
 
@@ -205,8 +215,14 @@ class ControlPlane:
             if inst is None:
                 if state == "destroyed":
                     return r.Instance(
-                        id=iid, app=app, node="", region="", process_group="", app_version=0,
-                        desired="destroyed", state="destroyed",
+                        id=iid,
+                        app=app,
+                        node="",
+                        region="",
+                        process_group="",
+                        app_version=0,
+                        desired="destroyed",
+                        state="destroyed",
                     )
                 raise not_found(f"instance {iid!r} of app {app!r}")
             if inst.state == state:
@@ -214,7 +230,8 @@ class ControlPlane:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise ApiError(
-                    408, "timeout",
+                    408,
+                    "timeout",
                     f"instance {iid} is {inst.state!r}, not {state!r}, after {timeout:g}s",
                 )
             await self._wait_prefix_change(r.instance_key(app, iid), remaining)

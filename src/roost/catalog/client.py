@@ -133,7 +133,11 @@ class Catalog:
     ) -> r.Event:
         now = self.clock()
         event = r.Event(
-            time=now, app=app, instance_id=instance_id, type=type, message=message,
+            time=now,
+            app=app,
+            instance_id=instance_id,
+            type=type,
+            message=message,
             exit_code=exit_code,
         )
         # nanosecond timestamp + process-wide sequence: unique and time-ordered within an app

@@ -39,8 +39,12 @@ def _client(ctx: click.Context) -> ApiClient:
 
 
 @click.group(cls=Group)
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="ROOST_DATA_DIR",
-              help="node data directory (default ~/.local/share/roost)")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="ROOST_DATA_DIR",
+    help="node data directory (default ~/.local/share/roost)",
+)
 @click.option("--api-url", envvar="ROOST_API_URL", help="API URL (default: found in data dir)")
 @click.option("--token", envvar="ROOST_API_TOKEN", help="API token (default: data dir's token)")
 @click.version_option(package_name="roost")
@@ -58,15 +62,20 @@ def cli(ctx: click.Context, data_dir: Path | None, api_url: str | None, token: s
 @click.option("--region", default="local", show_default=True, help="this node's region")
 @click.option("--demo/--no-demo", default=True, help="deploy the demo app (3 instances)")
 @click.pass_context
-def up(ctx: click.Context, http_port: int, api_port: int, http_host: str, region: str,
-       demo: bool) -> None:
+def up(
+    ctx: click.Context, http_port: int, api_port: int, http_host: str, region: str, demo: bool
+) -> None:
     """Run a single-node Roost in the foreground (catalog, agent, API, edge)."""
     from roost.node.datadir import default_data_dir
     from roost.node.run import NodeInfo, NodeOptions, StartupError, run_node
 
     opts = NodeOptions(
-        data_dir=ctx.obj["data_dir"] or default_data_dir(), http_host=http_host,
-        http_port=http_port, api_port=api_port, region=region, demo=demo,
+        data_dir=ctx.obj["data_dir"] or default_data_dir(),
+        http_host=http_host,
+        http_port=http_port,
+        api_port=api_port,
+        region=region,
+        demo=demo,
     )
 
     def started(info: NodeInfo) -> None:
@@ -109,20 +118,33 @@ def _find_config(path: Path | None, config: Path | None) -> Path | None:
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path, exists=True))
-@click.option("-c", "--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="config file (default: DIR/roost.toml, then DIR/fly.toml)")
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="config file (default: DIR/roost.toml, then DIR/fly.toml)",
+)
 @click.option("-a", "--app", help="app name (overrides the config's `app`)")
 @click.option("--cmd", help="command to run when the config has no [processes]")
 @click.option("--detach", is_flag=True, help="return without waiting for instances")
 @click.option("--wait-timeout", default=60.0, show_default=True, help="seconds to wait")
 @click.pass_context
-def deploy(ctx: click.Context, path: Path | None, config: Path | None, app: str | None,
-           cmd: str | None, detach: bool, wait_timeout: float) -> None:
+def deploy(
+    ctx: click.Context,
+    path: Path | None,
+    config: Path | None,
+    app: str | None,
+    cmd: str | None,
+    detach: bool,
+    wait_timeout: float,
+) -> None:
     """Deploy an app from a directory holding roost.toml or fly.toml."""
     file = _find_config(path, config)
     if file is None:
         if app is None or cmd is None:
-            raise CliError("no roost.toml or fly.toml found (give DIR, -c FILE, or --app and --cmd)", 2)
+            raise CliError(
+                "no roost.toml or fly.toml found (give DIR, -c FILE, or --app and --cmd)", 2
+            )
         text, filename = f'app = "{app}"\n', "<command line>"
     else:
         text, filename = file.read_text(), str(file)
@@ -132,15 +154,21 @@ def deploy(ctx: click.Context, path: Path | None, config: Path | None, app: str 
     if workdir.is_file():
         workdir = workdir.parent
     body = s.DeployRequest(
-        config=text, filename=filename, app=app, workdir=str(workdir),
+        config=text,
+        filename=filename,
+        app=app,
+        workdir=str(workdir),
         command=shlex.split(cmd) if cmd else None,
     )
     client = _client(ctx)
     name = app or _config_app(text, filename)
-    result = s.DeployResponse(**client.request("POST", f"/v1/apps/{name}/deploy",
-                                               json=body.model_dump()))
-    click.echo(f"deployed {result.app} v{result.version}: "
-               f"{len(result.created)} new, {len(result.destroyed)} replaced")
+    result = s.DeployResponse(
+        **client.request("POST", f"/v1/apps/{name}/deploy", json=body.model_dump())
+    )
+    click.echo(
+        f"deployed {result.app} v{result.version}: "
+        f"{len(result.created)} new, {len(result.destroyed)} replaced"
+    )
     if detach:
         return
     _wait_started(client, result.app, result.created, wait_timeout)
@@ -158,11 +186,14 @@ def _wait_started(client: ApiClient, app: str, ids: list[str], timeout: float) -
     for iid in ids:
         remaining = max(0.1, deadline - time.monotonic())
         try:
-            inst = s.InstanceOut(**client.request(
-                "GET", f"/v1/apps/{app}/instances/{iid}/wait",
-                params={"state": "started", "timeout": min(remaining, 300)},
-                timeout=remaining + 5,
-            ))
+            inst = s.InstanceOut(
+                **client.request(
+                    "GET",
+                    f"/v1/apps/{app}/instances/{iid}/wait",
+                    params={"state": "started", "timeout": min(remaining, 300)},
+                    timeout=remaining + 5,
+                )
+            )
             click.echo(f"  instance {iid} started (pid {inst.pid}, port {inst.port})")
         except CliError as exc:
             failed.append(iid)
@@ -181,12 +212,17 @@ def status(ctx: click.Context, app: str | None, as_json: bool) -> None:
     client = _client(ctx)
     st = s.StatusOut(**client.request("GET", "/v1/status"))
     names = [app] if app else [a.name for a in st.apps]
-    instances = {n: [s.InstanceOut(**i) for i in client.request("GET", f"/v1/apps/{n}/instances")]
-                 for n in names}
+    instances = {
+        n: [s.InstanceOut(**i) for i in client.request("GET", f"/v1/apps/{n}/instances")]
+        for n in names
+    }
     if as_json:
         out = st.model_dump()
-        out["apps"] = [dict(a.model_dump(), instances=[i.model_dump() for i in instances[a.name]])
-                       for a in st.apps if a.name in instances]
+        out["apps"] = [
+            dict(a.model_dump(), instances=[i.model_dump() for i in instances[a.name]])
+            for a in st.apps
+            if a.name in instances
+        ]
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"node {st.node} ({st.region}), edge {st.edge_url}")
@@ -197,8 +233,10 @@ def status(ctx: click.Context, app: str | None, as_json: bool) -> None:
         click.echo(f"app {summary.name} v{summary.version}: {states}")
         for i in instances[summary.name]:
             health = "healthy" if i.healthy else "-"
-            click.echo(f"  {i.id}  {i.process_group:<8} {i.state:<10} {health:<8} "
-                       f"pid={i.pid or '-'} port={i.port or '-'} restarts={i.restarts}")
+            click.echo(
+                f"  {i.id}  {i.process_group:<8} {i.state:<10} {health:<8} "
+                f"pid={i.pid or '-'} port={i.port or '-'} restarts={i.restarts}"
+            )
 
 
 @cli.group()
@@ -213,13 +251,18 @@ def scale() -> None:
 @click.option("--detach", is_flag=True)
 @click.option("--wait-timeout", default=60.0, show_default=True)
 @click.pass_context
-def scale_count(ctx: click.Context, count: int, app: str, process_group: str | None,
-                detach: bool, wait_timeout: float) -> None:
+def scale_count(
+    ctx: click.Context,
+    count: int,
+    app: str,
+    process_group: str | None,
+    detach: bool,
+    wait_timeout: float,
+) -> None:
     """Run COUNT instances (per process group)."""
     client = _client(ctx)
     body = s.ScaleRequest(count=count, process_group=process_group)
-    res = s.ScaleResponse(**client.request("POST", f"/v1/apps/{app}/scale",
-                                           json=body.model_dump()))
+    res = s.ScaleResponse(**client.request("POST", f"/v1/apps/{app}/scale", json=body.model_dump()))
     counts = ", ".join(f"{g}={n}" for g, n in res.counts.items())
     click.echo(f"scaled {app}: {counts} ({len(res.created)} new, {len(res.destroyed)} destroyed)")
     if not detach:
@@ -283,8 +326,7 @@ def instances_list(ctx: click.Context, app: str, as_json: bool) -> None:
         return
     for raw in items:
         i = s.InstanceOut(**raw)
-        click.echo(f"{i.id}  {i.process_group}  {i.state}  pid={i.pid or '-'} "
-                   f"port={i.port or '-'}")
+        click.echo(f"{i.id}  {i.process_group}  {i.state}  pid={i.pid or '-'} port={i.port or '-'}")
 
 
 @instances.command("show")
@@ -292,8 +334,9 @@ def instances_list(ctx: click.Context, app: str, as_json: bool) -> None:
 @click.option("-a", "--app", required=True)
 @click.pass_context
 def instances_show(ctx: click.Context, instance_id: str, app: str) -> None:
-    click.echo(json.dumps(_client(ctx).request(
-        "GET", f"/v1/apps/{app}/instances/{instance_id}"), indent=2))
+    click.echo(
+        json.dumps(_client(ctx).request("GET", f"/v1/apps/{app}/instances/{instance_id}"), indent=2)
+    )
 
 
 def _instance_action(action: str, method: str = "POST") -> Any:
@@ -302,8 +345,9 @@ def _instance_action(action: str, method: str = "POST") -> Any:
     @click.pass_context
     def command(ctx: click.Context, instance_id: str, app: str) -> None:
         path = f"/v1/apps/{app}/instances/{instance_id}"
-        inst = s.InstanceOut(**_client(ctx).request(
-            method, path if method == "DELETE" else f"{path}/{action}"))
+        inst = s.InstanceOut(
+            **_client(ctx).request(method, path if method == "DELETE" else f"{path}/{action}")
+        )
         click.echo(f"{action} requested for {inst.id} (now {inst.state})")
 
     command.__doc__ = f"{action.capitalize()} one instance."
@@ -321,12 +365,18 @@ instances.command("destroy")(_instance_action("destroy", "DELETE"))
 @click.option("--state", default="started", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True)
 @click.pass_context
-def instances_wait(ctx: click.Context, instance_id: str, app: str, state: str,
-                   timeout: float) -> None:
+def instances_wait(
+    ctx: click.Context, instance_id: str, app: str, state: str, timeout: float
+) -> None:
     """Wait until an instance reaches STATE."""
-    inst = s.InstanceOut(**_client(ctx).request(
-        "GET", f"/v1/apps/{app}/instances/{instance_id}/wait",
-        params={"state": state, "timeout": timeout}, timeout=timeout + 5))
+    inst = s.InstanceOut(
+        **_client(ctx).request(
+            "GET",
+            f"/v1/apps/{app}/instances/{instance_id}/wait",
+            params={"state": state, "timeout": timeout},
+            timeout=timeout + 5,
+        )
+    )
     click.echo(f"{inst.id} is {inst.state}")
 
 

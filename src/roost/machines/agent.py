@@ -68,7 +68,7 @@ class HostAgent:
                     if ev.type == "put":
                         self._poke(r.decode(ev.value, r.Instance))
                     else:
-                        _, app, iid = ev.key.split("/", 2)
+                        iid = ev.key.rsplit("/", 1)[1]
                         sup = self.supervisors.get(iid)
                         if sup is not None:
                             sup.changed.set()

@@ -1,12 +1,12 @@
 """The data directory: where a node keeps its catalog, token, identity, logs and instance files.
 
-    <data dir>/catalog.db        SQLite catalog (WAL)
-    <data dir>/token             API bearer token (0600)
-    <data dir>/node_id           this node's stable id
-    <data dir>/api.json          how the CLI reaches a running ``roost up`` (url, edge url, pid)
-    <data dir>/roost.lock        held (flock) while a node runs: one node per data dir
-    <data dir>/logs/<app>.jsonl  collected instance logs
-    <data dir>/instances/<id>/   instance stdout/stderr files
+<data dir>/catalog.db        SQLite catalog (WAL)
+<data dir>/token             API bearer token (0600)
+<data dir>/node_id           this node's stable id
+<data dir>/api.json          how the CLI reaches a running ``roost up`` (url, edge url, pid)
+<data dir>/roost.lock        held (flock) while a node runs: one node per data dir
+<data dir>/logs/<app>.jsonl  collected instance logs
+<data dir>/instances/<id>/   instance stdout/stderr files
 """
 
 from __future__ import annotations

@@ -19,15 +19,12 @@ from roost.proxy.routes import Backend, RouteHolder, RouteTable
 def build_table(apps: dict[str, r.App], instances: dict[str, r.Instance]) -> RouteTable:
     backends: dict[str, list[Backend]] = {name: [] for name in apps}
     for inst in instances.values():
-        if inst.app in backends and inst.desired == "started" and inst.state == "started":
-            if inst.port:
-                backends[inst.app].append(
-                    Backend(instance_id=inst.id, host="127.0.0.1", port=inst.port,
-                            healthy=inst.healthy)
-                )
-    return RouteTable.build(
-        ((name, app.config.hostnames) for name, app in apps.items()), backends
-    )
+        routable = inst.desired == "started" and inst.state == "started"
+        if inst.app in backends and routable and inst.port:
+            backends[inst.app].append(
+                Backend(instance_id=inst.id, host="127.0.0.1", port=inst.port, healthy=inst.healthy)
+            )
+    return RouteTable.build(((name, app.config.hostnames) for name, app in apps.items()), backends)
 
 
 class RouteSync:
@@ -41,8 +38,10 @@ class RouteSync:
         self._loaded: set[str] = set()
 
     async def run(self) -> None:
-        tasks = [asyncio.ensure_future(self._follow("apps/")),
-                 asyncio.ensure_future(self._follow("instances/"))]
+        tasks = [
+            asyncio.ensure_future(self._follow("apps/")),
+            asyncio.ensure_future(self._follow("instances/")),
+        ]
         try:
             while True:
                 await self._dirty.wait()

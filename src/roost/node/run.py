@@ -73,7 +73,9 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen for the {what} on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(
+            f"cannot listen for the {what} on {host}:{port}: {exc.strerror}"
+        ) from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -98,9 +100,7 @@ async def deploy_demo(control: ControlPlane, demo_dir: Path = DEMO_DIR) -> list[
     if not config.is_file():
         log.warning("demo app not found at %s; skipping it", demo_dir)
         return []
-    result = await control.deploy(
-        config.read_text(), filename=str(config), workdir=str(demo_dir)
-    )
+    result = await control.deploy(config.read_text(), filename=str(config), workdir=str(demo_dir))
     return list(result.created)
 
 
@@ -160,8 +160,12 @@ async def _serve(
     host = opts.http_host
     edge_url = f"http://{f'[{host}]' if ':' in host else host}:{edge.port}"
     node = r.Node(
-        id=datadir.node_id(data_dir), region=opts.region, hostname=socket.gethostname(),
-        incarnation=uuid.uuid4().hex, started_at=time.time(), api_url=api_url,
+        id=datadir.node_id(data_dir),
+        region=opts.region,
+        hostname=socket.gethostname(),
+        incarnation=uuid.uuid4().hex,
+        started_at=time.time(),
+        api_url=api_url,
     )
     lease = await store.grant(NODE_LEASE_TTL)
     await catalog.put_node(node, lease=lease)
@@ -177,9 +181,7 @@ async def _serve(
     tasks.append(asyncio.ensure_future(routes.run()))
     tasks.append(asyncio.ensure_future(_keep_lease(store, lease, catalog, node)))
     api = create_api(control, logs, token, node=node, edge_url=edge_url)
-    server = _Uvicorn(
-        uvicorn.Config(api, log_level="warning", lifespan="off", access_log=False)
-    )
+    server = _Uvicorn(uvicorn.Config(api, log_level="warning", lifespan="off", access_log=False))
     api_task = asyncio.ensure_future(server.serve(sockets=[api_sock]))
     try:
         await asyncio.wait_for(agent.ready.wait(), 30)

@@ -22,11 +22,56 @@ from typing import Any
 
 from roost.proxy.forward import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
-from roost.proxy.http1 import ClientConnection, ConnectionRegistry
+from roost.proxy.http1 import ClientConnection
 from roost.proxy.routes import RouteHolder
 from roost.proxy.upstream import UpstreamPool
 
-__all__ = ["Edge", "Limits", "start_edge"]
+__all__ = ["ConnectionRegistry", "Edge", "Limits", "start_edge"]
+
+
+class ConnectionRegistry:
+    """The open client connections of one edge: deadline ticks and shutdown."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self._loop = loop
+        self._tick_every = tick
+        self._ticker: asyncio.TimerHandle | None = None
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def start(self) -> None:
+        """Start checking every connection's deadlines each tick."""
+        self._ticker = self._loop.call_later(self._tick_every, self._tick)
+
+    def stop(self) -> None:
+        """Stop the deadline checks."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        for conn in list(self.connections):
+            conn.check_deadlines(now)
+        if self._ticker is not None:
+            self._ticker = self._loop.call_later(self._tick_every, self._tick)
+
+    def add(self, conn: ClientConnection) -> None:
+        """A connection opened."""
+        self.connections.add(conn)
+        self._empty.clear()
+
+    def discard(self, conn: ClientConnection) -> None:
+        """A connection closed."""
+        self.connections.discard(conn)
+        if not self.connections:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Until every connection has closed."""
+        await self._empty.wait()
 
 
 class Edge:
@@ -39,11 +84,12 @@ class Edge:
         self.context = context
         self.connections = connections
         self._closed = False
+        self._port = int(server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with ``port=0``)."""
-        return int(self.server.sockets[0].getsockname()[1])
+        return self._port
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout`` seconds, default
@@ -63,8 +109,13 @@ class Edge:
         except TimeoutError:
             for conn in list(self.connections.connections):
                 conn.abort()
+        self.connections.stop()
         ctx.pool.close()
-        if ctx.tasks:  # connect attempts: bounded by connect_timeout; do not wait on them
+        if ctx.tasks:
+            # Connect attempts of finished exchanges end within connect_timeout and hand
+            # their connection to the (closed) pool; cancelling one that just connected
+            # could leak its socket, so wait a little before cancelling the rest.
+            await asyncio.wait(list(ctx.tasks), timeout=min(1.0, ctx.limits.connect_timeout))
             for task in list(ctx.tasks):
                 task.cancel()
             await asyncio.gather(*ctx.tasks, return_exceptions=True)
@@ -103,8 +154,9 @@ async def start_edge(
     )
     request_ids = RequestIds(os.urandom(4).hex().encode("ascii"))
     context = EdgeContext(loop, routes, pool, config, region, request_ids, random.Random())
-    connections = ConnectionRegistry()
+    connections = ConnectionRegistry(loop, config.tick)
     server = await loop.create_server(
         lambda: ClientConnection(context, connections), host, port, backlog=1024
     )
+    connections.start()
     return Edge(server, context, connections)

@@ -73,11 +73,18 @@ class ProxyError(Exception):
         )
 
 
-def render(err: ProxyError, *, request_id: bytes | None = None, close: bool | None = None) -> bytes:
+def render(
+    err: ProxyError,
+    *,
+    request_id: bytes | None = None,
+    close: bool | None = None,
+    head: bool = False,
+) -> bytes:
     """The complete HTTP/1.1 response for ``err``.
 
     ``close`` overrides ``err.close`` when the caller knows more (the request body is
-    still unread, the client asked to close, the edge is draining).
+    still unread, the client asked to close, the edge is draining). ``head``: the answer
+    to a HEAD request, so the body is left out (its Content-Length stays).
     """
     body = err.message.encode("utf-8", "replace") + b"\n"
     phrase = _PHRASES.get(err.status, b"Error")
@@ -93,7 +100,8 @@ def render(err: ProxyError, *, request_id: bytes | None = None, close: bool | No
     if err.close if close is None else close:
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
-    lines.append(body)
+    if not head:
+        lines.append(body)
     return b"".join(lines)
 
 

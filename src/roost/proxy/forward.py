@@ -27,7 +27,14 @@ from typing import Protocol
 
 from roost.proxy import errors
 from roost.proxy.balance import order_backends
-from roost.proxy.headers import Headers, RequestIds, RequestInfo, ResponseInfo, prepare_response
+from roost.proxy.headers import (
+    HOP_BY_HOP,
+    Headers,
+    RequestIds,
+    RequestInfo,
+    ResponseInfo,
+    prepare_response,
+)
 from roost.proxy.routes import AppRoute, Backend, RouteHolder, normalize_host
 from roost.proxy.upstream import UpstreamConnection, UpstreamPool
 
@@ -35,6 +42,7 @@ __all__ = ["PAUSE_BUFFER", "PAUSE_UPSTREAM", "Downstream", "EdgeContext", "Excha
 
 PAUSE_UPSTREAM = 1  # the upstream connection's write buffer is full
 PAUSE_BUFFER = 2  # the body buffered before a connection was bound is full
+_NEVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +57,16 @@ class Limits:
     header_timeout: float = 30.0  # a started request head must complete within -> 408
     connect_timeout: float = 5.0  # per upstream connect attempt
     response_timeout: float = 60.0  # request fully sent -> response head, else 504
-    upstream_max_idle: int = 32  # idle pooled connections per backend
+    upstream_max_idle: int = 256  # idle pooled connections kept per backend
     upstream_idle_timeout: float = 4.0  # below the instances' own keep-alive timeout
     shutdown_timeout: float = 10.0  # Edge.close() waits this long for in-flight requests
+
+    @property
+    def tick(self) -> float:
+        """How often deadlines are checked: timeouts fire up to one tick late. (A
+        ``call_later`` per request costs more than the rest of the request.)"""
+        shortest = min(self.header_timeout, self.keepalive_timeout, self.response_timeout)
+        return max(0.01, min(1.0, shortest / 4))
 
 
 class EdgeContext:
@@ -108,6 +123,11 @@ class Downstream(Protocol):
     def resume_reading(self, reason: int) -> None: ...
 
 
+def _forwardable(name: bytes) -> bool:
+    lname = name.lower()
+    return lname not in HOP_BY_HOP and not lname.startswith(b"roost-")
+
+
 class Exchange:
     """One request and its response; see the module docstring for the phases."""
 
@@ -118,11 +138,11 @@ class Exchange:
         "_candidates",
         "_conn",
         "_ctx",
+        "_deadline",
         "_down",
         "_head",
         "_last_error",
         "_route",
-        "_timer",
         "_tried",
         "finished",
         "has_body",
@@ -165,12 +185,16 @@ class Exchange:
         self._candidates: list[Backend] = []
         self._tried = 0
         self._last_error: errors.ProxyError | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = _NEVER  # loop time by which the response head must arrive
 
     # -- driven by the client codec ---------------------------------------------------
 
-    def start(self) -> None:
-        """Route and balance, then make the first attempt."""
+    def start(self, *, flush: bool = True) -> None:
+        """Route and balance, then make the first attempt.
+
+        ``flush=False`` leaves the request head queued on a pooled connection: the
+        caller flushes once its current input is parsed (one write for head and body).
+        """
         ctx = self._ctx
         route = self._route = ctx.routes.table.lookup(self.host)
         if route is None:
@@ -187,7 +211,7 @@ class Exchange:
             self._candidates = [backend]
         else:
             self._candidates = order_backends(route, ctx.inflight, ctx.rng)
-        self._attempt(flush=False)
+        self._attempt(flush=flush)
 
     def request_body(self, data: bytes) -> None:
         """Request body bytes (de-framed) arrived from the client."""
@@ -290,6 +314,7 @@ class Exchange:
             for chunk in self._body:
                 conn.send_body(chunk)
             self._body = []
+            self._body_size = 0
             self._down.resume_reading(PAUSE_BUFFER)
         if self.has_body and self.request_done:
             conn.send_end()
@@ -301,12 +326,15 @@ class Exchange:
             conn.flush()
 
     def _start_timer(self) -> None:
-        self._timer = self._ctx.loop.call_later(
-            self._ctx.limits.response_timeout, self._response_timed_out
-        )
+        self._deadline = self._ctx.loop.time() + self._ctx.limits.response_timeout
+
+    def check_deadline(self, now: float) -> None:
+        """Called every tick by the client connection: enforce the response timeout."""
+        if now >= self._deadline:
+            self._deadline = _NEVER
+            self._response_timed_out()
 
     def _response_timed_out(self) -> None:
-        self._timer = None
         if not self.response_started and not self.finished and self._backend is not None:
             err = errors.upstream_timeout(
                 self._backend.instance_id, self._ctx.limits.response_timeout
@@ -316,9 +344,7 @@ class Exchange:
             self._down.flush()
 
     def _end_attempt(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = _NEVER
         self._down.resume_reading(PAUSE_UPSTREAM)
         backend, self._backend = self._backend, None
         if backend is not None:
@@ -348,9 +374,7 @@ class Exchange:
     def upstream_head(self, status: int, reason: bytes, headers: Headers) -> ResponseInfo:
         out, info = prepare_response(headers, self.request_id)
         if info.bad_framing is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._deadline = _NEVER
             self.response_started = True
             self._down.send_head(self, status, reason, out, info)
         return info
@@ -362,6 +386,8 @@ class Exchange:
         self._conn = None
         self._end_attempt()
         self.finished = True
+        if trailers:
+            trailers = [(n, v) for n, v in trailers if _forwardable(n)]
         self._down.send_end(self, trailers)
 
     def upstream_failed(self, err: errors.ProxyError) -> None:

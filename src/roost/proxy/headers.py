@@ -23,6 +23,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import httptools
+
 from roost.proxy import errors
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "RequestInfo",
     "ResponseInfo",
     "encode_head",
+    "frame_response",
+    "prepare_head",
     "prepare_request",
     "prepare_response",
 ]
@@ -202,6 +206,57 @@ def prepare_request(
     return out, info
 
 
+def prepare_head(
+    method: bytes,
+    version: str,
+    target: bytes,
+    headers: Headers,
+    fwd_tail: tuple[tuple[bytes, bytes], ...],
+    client_ip: bytes,
+    request_id: bytes,
+    *,
+    upgrade: bool = False,
+) -> tuple[bytes, RequestInfo]:
+    """Check a whole request head and build the head to send upstream.
+
+    Adds to :func:`prepare_request`: HTTP/1.0 or 1.1 only (505), no CONNECT (405), a Host
+    header on HTTP/1.1 (400), an absolute-form target turned into origin-form with its
+    authority as Host, no body on an Upgrade request (llhttp would not parse it). The
+    upstream head is always HTTP/1.1. ``info.host`` is the host to route by.
+    """
+    if version != "1.1" and version != "1.0":
+        raise errors.version_not_supported(version)
+    if method == b"CONNECT":
+        raise errors.method_not_allowed("CONNECT")
+    http10 = version == "1.0"
+    out, info = prepare_request(headers, fwd_tail, client_ip, request_id, keep_expect=not http10)
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        authority, target = _origin_form(target)
+        if info.host is None:
+            out.insert(0, (b"Host", authority))
+        else:
+            out = [(n, authority if n.lower() == _HOST else v) for n, v in out]
+        info.host = authority
+    elif info.host is None and not http10:
+        raise errors.bad_request("missing Host header")
+    if upgrade and (info.chunked or info.content_length):
+        raise errors.bad_request("Upgrade request with a body")
+    return encode_head(method + b" " + target + b" HTTP/1.1\r\n", out), info
+
+
+def _origin_form(target: bytes) -> tuple[bytes, bytes]:
+    """``(authority, origin-form target)`` of an absolute-form request target."""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise errors.bad_request("invalid request target") from None
+    if url.schema not in (b"http", b"https") or not url.host:
+        raise errors.bad_request("invalid request target")
+    host = url.host if url.port is None else b"%s:%d" % (url.host, url.port)
+    path = url.path or b"/"
+    return host, path + b"?" + url.query if url.query is not None else path
+
+
 def prepare_response(headers: Headers, request_id: bytes) -> tuple[Headers, ResponseInfo]:
     """Strip a response's hop-by-hop and ``roost-*`` headers; read its framing."""
     info = ResponseInfo()
@@ -240,10 +295,42 @@ def prepare_response(headers: Headers, request_id: bytes) -> tuple[Headers, Resp
     return out, info
 
 
+BODY_NONE, BODY_RAW, BODY_CHUNKED = 0, 1, 2  # how a response body goes to the client
+
+
+def frame_response(
+    headers: Headers, info: ResponseInfo, status: int, *, head: bool, http10: bool, close: bool
+) -> tuple[int, bool]:
+    """Frame a response for the client: append framing and ``Connection`` headers to
+    ``headers`` and return ``(BODY_*, close_after)``.
+
+    HEAD/204/304 have no body (their Content-Length is kept as sent); a Content-Length
+    body is relayed as is; otherwise the body is chunked to an HTTP/1.1 client (even if the
+    instance delimited it by closing) and close-delimited to an HTTP/1.0 one.
+    """
+    if head or status == 204 or status == 304:
+        mode = BODY_NONE
+        if info.chunked and not http10:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+    elif info.content_length is not None:
+        mode = BODY_RAW
+    elif not http10:
+        mode = BODY_CHUNKED
+        headers.append((b"Transfer-Encoding", b"chunked"))
+    else:
+        mode, close = BODY_RAW, True  # close-delimited
+    if close:
+        headers.append((b"Connection", b"close"))
+    elif http10:
+        headers.append((b"Connection", b"keep-alive"))
+    return mode, close
+
+
 def encode_head(first_line: bytes, headers: Headers) -> bytes:
     """``first_line`` (with its CRLF), the header lines and the blank line, as one bytes."""
-    parts = [first_line]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    if not headers:
+        return first_line + b"\r\n"
+    return first_line + b"\r\n".join(map(_COLON_SP.join, headers)) + b"\r\n\r\n"
+
+
+_COLON_SP = b": "

@@ -11,7 +11,7 @@ Rules kept here:
   most one socket read of pipelined input is ever buffered.
 - **Strict framing.** llhttp rejects most ambiguity (CL + TE, duplicate CL, bad chunk
   sizes, obs-fold, whitespace before the colon, bad tokens, bare LF);
-  :func:`~roost.proxy.headers.prepare_request` adds the rest (TE other than exactly
+  :func:`~roost.proxy.headers.prepare_head` adds the rest (TE other than exactly
   ``chunked``, several Host headers). Anything rejected gets 400 + close and never
   reaches an instance. Head > ``max_header_bytes`` -> 431, target > ``max_uri_bytes``
   -> 414, CONNECT -> 405, HTTP/1.1 without Host -> 400, other versions -> 505.
@@ -32,47 +32,35 @@ from __future__ import annotations
 import asyncio
 import collections
 from http import HTTPStatus
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import httptools
 
 from roost.proxy import errors
 from roost.proxy.forward import EdgeContext, Exchange
-from roost.proxy.headers import HOP_BY_HOP, Forwarding, Headers, ResponseInfo, encode_head
-from roost.proxy.headers import prepare_request as _prepare_request
+from roost.proxy.headers import (
+    BODY_CHUNKED,
+    BODY_NONE,
+    BODY_RAW,
+    HOP_BY_HOP,
+    Forwarding,
+    Headers,
+    ResponseInfo,
+    encode_head,
+    frame_response,
+    prepare_head,
+)
 
-__all__ = ["ClientConnection", "ConnectionRegistry"]
+if TYPE_CHECKING:
+    from roost.proxy.edge import ConnectionRegistry
+
+__all__ = ["ClientConnection"]
 
 PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
 _LINGER = 2.0  # seconds to read-and-discard after an error response before closing
+_NEVER = float("inf")
 _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may include that much
-_NONE, _RAW, _CHUNKED = 0, 1, 2  # response body framing towards the client
 _PHRASES = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-
-
-class ConnectionRegistry:
-    """The open client connections of one edge, for shutdown."""
-
-    def __init__(self) -> None:
-        self.connections: set[ClientConnection] = set()
-        self.draining = False
-        self._empty = asyncio.Event()
-        self._empty.set()
-
-    def add(self, conn: ClientConnection) -> None:
-        """A connection opened."""
-        self.connections.add(conn)
-        self._empty.clear()
-
-    def discard(self, conn: ClientConnection) -> None:
-        """A connection closed."""
-        self.connections.discard(conn)
-        if not self.connections:
-            self._empty.set()
-
-    async def wait_empty(self) -> None:
-        """Until every connection has closed."""
-        await self._empty.wait()
 
 
 class _Reject(Exception):
@@ -97,16 +85,19 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._client_ip = b""
         self._fwd_tail: tuple[tuple[bytes, bytes], ...] = ()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_is_head = False  # a head timer survives new bytes (slowloris)
+        self._deadline = _NEVER  # loop time of the idle or head timeout (checked per tick)
+        self._deadline_is_head = False  # a head deadline survives new bytes (slowloris)
+        self._linger: asyncio.TimerHandle | None = None
         self._dispatching = False
         self._reject: errors.ProxyError | None = None
         # the request head being parsed
         self._in_head = False
         self._url = b""
         self._headers: Headers = []
-        self._head_size = 0
-        self._head_fed = 0
+        self._trailer_bytes = 0
+        self._discarded = 0  # body bytes of an already answered request, thrown away
+        self._head_fed = 0  # bytes fed while this head was incomplete (a bound on its size)
+        self._feed_len = 0
         # exchanges: the one being answered, the one receiving body bytes, the waiting ones
         self._active: Exchange | None = None
         self._active_keep_alive = True
@@ -115,14 +106,13 @@ class ClientConnection(asyncio.Protocol):
         self._parsing_keep_alive = True
         self._queue: collections.deque[tuple[Exchange | errors.ProxyError, bool, bool]]
         self._queue = collections.deque()
-        self._mode = _NONE
+        self._mode = BODY_NONE
         self._close_after = False
 
     # -- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._client_ip = (peer[0] if peer else "").encode("ascii")
@@ -130,13 +120,16 @@ class ClientConnection(asyncio.Protocol):
         fwd = Forwarding(self._client_ip, b"http", port, self._ctx.region.encode("ascii"))
         self._fwd_tail = fwd.tail()
         self._registry.add(self)
-        self._arm_timer()
+        self._arm_deadline()
+        if self._registry.draining:
+            self._close(linger=False)
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._stop_parsing:
             return
-        if self._timer is not None and not self._timer_is_head:
-            self._cancel_timer()
+        if not self._deadline_is_head:
+            self._deadline = _NEVER
+        self._feed_len = len(data)
         while True:
             try:
                 self.parser.feed_data(data)
@@ -153,10 +146,10 @@ class ClientConnection(asyncio.Protocol):
             self._head_fed += len(data)
             if self._head_fed > self._limits.max_header_bytes + _HEAD_SLACK:
                 self._bad_input(errors.header_too_large(self._limits.max_header_bytes))
-            elif self._timer is None and self._active is None:
-                self._arm_timer()
-        if self._parsing is not None:
-            self._parsing.flush()
+            elif self._deadline == _NEVER and self._active is None:
+                self._arm_deadline()
+        if self._active is not None:
+            self._active.flush()
         self.flush()
 
     def eof_received(self) -> bool:
@@ -168,7 +161,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._cancel_timer()
+        self._clear_deadlines()
         self._registry.discard(self)
         if self._active is not None:
             self._active.cancel()
@@ -196,67 +189,74 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         self._headers = []
-        self._head_size = 0
+        self._trailer_bytes = 0
+        self._discarded = 0
         self._head_fed = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_size += len(url)
         if len(self._url) > self._limits.max_uri_bytes:
             self._fail_parse(errors.uri_too_long(self._limits.max_uri_bytes))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._limits.max_header_bytes or (
-            len(self._headers) >= self._limits.max_headers
-        ):
-            self._fail_parse(errors.header_too_large(self._limits.max_header_bytes))
         if self._in_head:
-            self._headers.append((name, value))
-        # else: a chunked request's trailer field: counted above, not forwarded
+            self._headers.append((name, value))  # sizes checked at the end of the head
+        else:  # a chunked request's trailer field: counted, not forwarded
+            self._trailer_bytes += len(name) + len(value)
+            if self._trailer_bytes > self._limits.max_header_bytes:
+                self._fail_parse(errors.header_too_large(self._limits.max_header_bytes))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._timer is not None:
-            self._cancel_timer()
+        self._deadline = _NEVER
+        self._deadline_is_head = False
+        headers, limits = self._headers, self._limits
+        if len(headers) > limits.max_headers or (
+            # exact size only when this head may be big: bytes fed so far bound it
+            self._head_fed + self._feed_len > limits.max_header_bytes
+            and sum([len(n) + len(v) + 4 for n, v in headers]) + len(self._url)
+            > limits.max_header_bytes
+        ):
+            self._fail_parse(errors.header_too_large(limits.max_header_bytes))
         parser = self.parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            self._fail_parse(errors.version_not_supported(version))
         method = parser.get_method()
-        if method == b"CONNECT":
-            self._fail_parse(errors.method_not_allowed("CONNECT"))
-        keep_alive = parser.should_keep_alive()
-        http10 = version == "1.0"
         rid = self._ctx.request_ids.next()
+        version = parser.get_http_version()
         try:
-            headers, info = _prepare_request(
-                self._headers, self._fwd_tail, self._client_ip, rid, keep_expect=not http10
+            head, info = prepare_head(
+                method,
+                version,
+                self._url,
+                headers,
+                self._fwd_tail,
+                self._client_ip,
+                rid,
+                upgrade=parser.should_upgrade(),
             )
         except errors.ProxyError as err:
             self._fail_parse(err)
-        target = self._url
-        host = info.host
-        if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
-            host, target = self._origin_form(target)
-            headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
-        elif host is None and not http10:
-            self._fail_parse(errors.bad_request("missing Host header"))
-        if parser.should_upgrade() and (info.chunked or info.content_length):
-            self._fail_parse(errors.bad_request("Upgrade request with a body"))
-        head = encode_head(method + b" " + target + b" HTTP/1.1\r\n", headers)
-        host_text = (host or b"").decode("latin-1")
-        ex = self._parsing = Exchange(self._ctx, self, method, head, info, host_text, rid)
+        keep_alive = parser.should_keep_alive()
+        http10 = version == "1.0"
+        host = (info.host or b"").decode("latin-1")
+        ex = self._parsing = Exchange(self._ctx, self, method, head, info, host, rid)
         self._parsing_keep_alive = keep_alive
         if self._active is None and not self._queue:
-            self._activate(ex, keep_alive, http10)
+            self._activate(ex, keep_alive, http10, flush=False)
         else:
             self._queue.append((ex, keep_alive, http10))
             self.pause_reading(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        if self._parsing is not None:
-            self._parsing.request_body(body)
+        ex = self._parsing
+        if ex is None:
+            return
+        if not ex.finished:
+            ex.request_body(body)
+            return
+        # answered already (before its body was read): discard the rest, within reason
+        self._discarded += len(body)
+        if self._discarded > self._limits.request_buffer_bytes and not self._closing:
+            self._close(linger=True)
 
     def on_message_complete(self) -> None:
         ex, self._parsing = self._parsing, None
@@ -269,19 +269,6 @@ class ClientConnection(asyncio.Protocol):
         self._reject = err
         raise _Reject(err.reason)
 
-    def _origin_form(self, target: bytes) -> tuple[bytes, bytes]:
-        """``(authority, origin-form target)`` of an absolute-form request target."""
-        try:
-            url = httptools.parse_url(target)
-        except httptools.HttpParserInvalidURLError:
-            url = None
-        if url is None or url.schema not in (b"http", b"https") or not url.host:
-            self._fail_parse(errors.bad_request("invalid request target"))
-        assert url is not None
-        host = url.host if url.port is None else b"%s:%d" % (url.host, url.port)
-        path = url.path or b"/"
-        return host, path + b"?" + url.query if url.query is not None else path
-
     # -- Downstream: called by the active exchange --------------------------------------
 
     def send_interim(self, status: int, reason: bytes, headers: Headers) -> None:
@@ -292,52 +279,49 @@ class ClientConnection(asyncio.Protocol):
     def send_head(
         self, ex: Exchange, status: int, reason: bytes, headers: Headers, info: ResponseInfo
     ) -> None:
-        close = (
-            not self._active_keep_alive
-            or self._registry.draining
-            or self._eof
-            or not ex.request_done
+        close = self._must_close(ex)
+        self._mode, self._close_after = frame_response(
+            headers,
+            info,
+            status,
+            head=ex.method == b"HEAD",
+            http10=self._active_http10,
+            close=close,
         )
-        if ex.method == b"HEAD" or status == 204 or status == 304:
-            self._mode = _NONE
-            if info.chunked and not self._active_http10:
-                headers.append((b"Transfer-Encoding", b"chunked"))
-        elif info.content_length is not None:
-            self._mode = _RAW
-        elif not self._active_http10:
-            self._mode = _CHUNKED
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        else:
-            self._mode = _RAW  # close-delimited, as the instance sent it
-            close = True
-        if close:
-            headers.append((b"Connection", b"close"))
-        elif self._active_http10:
-            headers.append((b"Connection", b"keep-alive"))
-        self._close_after = close
         self._out.append(encode_head(self._status_line(status, reason), headers))
 
     def send_body(self, data: bytes) -> None:
-        if self._mode == _CHUNKED:
+        if self._mode == BODY_CHUNKED:
             self._out += (b"%x\r\n" % len(data), data, b"\r\n")
-        elif self._mode == _RAW:
+        elif self._mode == BODY_RAW:
             self._out.append(data)
 
     def send_end(self, ex: Exchange, trailers: Headers) -> None:
-        if self._mode == _CHUNKED:
+        if self._mode == BODY_CHUNKED:
             self._out.append(encode_head(b"0\r\n", trailers))
-        self._exchange_done(self._close_after, linger=False)
+        self._exchange_done(self._close_after, linger=not ex.request_done)
 
     def send_error(self, ex: Exchange, err: errors.ProxyError) -> None:
-        close = (
-            err.close
-            or not ex.request_done
-            or not self._active_keep_alive
-            or self._registry.draining
-            or self._eof
-        )
-        self._out.append(errors.render(err, request_id=ex.request_id, close=close))
+        close = err.close or self._must_close(ex)
+        head = ex.method == b"HEAD"
+        self._out.append(errors.render(err, request_id=ex.request_id, close=close, head=head))
         self._exchange_done(close, linger=err.close or not ex.request_done)
+
+    def _must_close(self, ex: Exchange) -> bool:
+        """Whether the connection must close after the answer to ``ex``.
+
+        An answer sent before the request body was read keeps the connection when the
+        rest of the body can be read and thrown away: not when it is large, and not when
+        the client waits for ``100 Continue`` (it may never send the body at all).
+        """
+        if not self._active_keep_alive or self._registry.draining or self._eof:
+            return True
+        if ex.request_done:
+            return False
+        info = ex.info
+        return info.expect_continue or (info.content_length or 0) > (
+            self._limits.request_buffer_bytes
+        )
 
     def abort_response(self, ex: Exchange) -> None:
         self._exchange_done(True, linger=False)
@@ -372,12 +356,14 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.abort()
 
-    def _activate(self, ex: Exchange, keep_alive: bool, http10: bool) -> None:
+    def _activate(
+        self, ex: Exchange, keep_alive: bool, http10: bool, *, flush: bool = True
+    ) -> None:
         self._active = ex
         self._active_keep_alive = keep_alive
         self._active_http10 = http10
-        self._mode = _NONE
-        ex.start()
+        self._mode = BODY_NONE
+        ex.start(flush=flush)
 
     def _exchange_done(self, close: bool, *, linger: bool) -> None:
         self._active = None
@@ -405,7 +391,7 @@ class ClientConnection(asyncio.Protocol):
             if self._eof or (self._registry.draining and not self._in_head):
                 self._close(linger=False)
             else:
-                self._arm_timer()
+                self._arm_deadline()
 
     def _bad_input(self, err: errors.ProxyError) -> None:
         """Unparseable or rejected input: answer in turn, then close."""
@@ -428,7 +414,7 @@ class ClientConnection(asyncio.Protocol):
     def _close(self, *, linger: bool) -> None:
         """Write what is queued, then close; with ``linger``, half-close and drain first."""
         self._closing = self._stop_parsing = True
-        self._cancel_timer()
+        self._clear_deadlines()
         for item, _, _ in self._queue:
             if isinstance(item, Exchange):
                 item.cancel()
@@ -441,24 +427,32 @@ class ClientConnection(asyncio.Protocol):
             transport.write_eof()
             self._paused = 0
             transport.resume_reading()
-            self._timer = self._ctx.loop.call_later(_LINGER, transport.close)
+            self._linger = self._ctx.loop.call_later(_LINGER, transport.close)
         else:
             transport.close()
 
-    def _arm_timer(self) -> None:
-        self._cancel_timer()
-        self._timer_is_head = self._in_head
+    def check_deadlines(self, now: float) -> None:
+        """Called every tick: the idle/head timeout here, the response timeout of the
+        request in flight."""
+        if now >= self._deadline:
+            self._deadline = _NEVER
+            self._timed_out()
+        if self._active is not None:
+            self._active.check_deadline(now)
+
+    def _arm_deadline(self) -> None:
+        self._deadline_is_head = self._in_head
         limits = self._limits
         delay = limits.header_timeout if self._in_head else limits.keepalive_timeout
-        self._timer = self._ctx.loop.call_later(delay, self._timed_out)
+        self._deadline = self._ctx.loop.time() + delay
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _clear_deadlines(self) -> None:
+        self._deadline = _NEVER
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self._active is not None or self._queue or self._closing:
             return
         if self._in_head:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -86,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._error: errors.ProxyError | None = None
         self._done: UpstreamSink | None = None  # finished, not yet told (see _finish)
         self._reusable = False
+        self._done_trailers: Headers = []
 
     # -- used by the exchange ---------------------------------------------------------
 
@@ -152,8 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         sink = self._sink
@@ -267,6 +267,7 @@ class UpstreamConnection(asyncio.Protocol):
         connection is already back in the pool when the client's next request looks.
         """
         self._done, self._sink = self._sink, None
+        self._done_trailers = self._trailers
         self._reusable = self._keep_alive and self._request_done and not self._eof_framed
 
     def _deliver_end(self) -> None:
@@ -278,7 +279,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        done.upstream_end(self._trailers)
+        done.upstream_end(self._done_trailers)
 
     def _fail(self, err: errors.ProxyError) -> None:
         sink, self._sink = self._sink, None
@@ -298,7 +299,7 @@ class UpstreamPool:
         self,
         loop: asyncio.AbstractEventLoop,
         *,
-        max_idle: int = 32,
+        max_idle: int = 256,
         idle_timeout: float = 4.0,
         connect_timeout: float = 5.0,
         max_head_bytes: int = 256 * 1024,
@@ -315,11 +316,16 @@ class UpstreamPool:
     def take(self, backend: Backend) -> UpstreamConnection | None:
         """An idle connection to ``backend``, or None (then :meth:`connect`)."""
         idle = self._idle.get((backend.host, backend.port))
+        if not idle:
+            return None
+        fresh_since = self.loop.time() - self.idle_timeout
         while idle:
             conn = idle.pop()
             conn.in_pool = False
             if not conn.closed:
-                return conn
+                if conn.idle_since > fresh_since:
+                    return conn
+                conn.close()  # the sweeper had not got to it yet
         return None
 
     async def connect(self, backend: Backend) -> UpstreamConnection:
