@@ -364,6 +364,7 @@ class Exchange:
     def _fail(self, err: errors.ProxyError) -> None:
         self.finished = True
         self._body = []
+        self._down.resume_reading(PAUSE_BUFFER)  # the rest of the body is read and dropped
         self._down.send_error(self, err)
 
     # -- UpstreamSink: reports from the bound connection --------------------------------

@@ -20,11 +20,15 @@ Rules kept here:
   sent). HTTP/1.0 clients get neither (RFC 9110 section 10.1.1).
 - **Upgrade is ignored** (the header is hop-by-hop and dropped; RFC 9110 lets a server
   ignore it), so ``Upgrade: h2c`` clients just get HTTP/1.1; WebSocket comes later.
-- **Closing.** A response that cannot be followed by another (client asked, request body
-  unread, error, draining, close-delimited body) carries ``Connection: close``; after
-  an error the connection lingers briefly, reading and discarding, so the client gets to
-  read the response instead of a reset. A response the instance ended early closes the
-  connection: never a truncated response on a keep-alive connection.
+- **Closing.** A response that cannot be followed by another (client asked, framing
+  error, draining, close-delimited body, or an answer sent before a large or
+  100-continue request body was read) carries ``Connection: close``; a small unread body
+  is read and discarded instead. After an error the connection lingers briefly, reading
+  and discarding, so the client gets to read the response instead of a reset. A response
+  the instance ended early closes the connection: never a truncated response on a
+  keep-alive connection.
+- **Deadlines** (idle keep-alive, request head, response head) are plain numbers checked
+  once per tick by :class:`~roost.proxy.edge.ConnectionRegistry`: no timer per request.
 """
 
 from __future__ import annotations

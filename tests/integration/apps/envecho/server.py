@@ -4,8 +4,16 @@ import json
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-KEYS = ("MODE", "GREETING", "PORT", "ROOST_APP_NAME", "ROOST_INSTANCE_ID", "ROOST_REGION",
-        "PRIMARY_REGION", "ROOST_PROCESS_GROUP")
+KEYS = (
+    "MODE",
+    "GREETING",
+    "PORT",
+    "ROOST_APP_NAME",
+    "ROOST_INSTANCE_ID",
+    "ROOST_REGION",
+    "PRIMARY_REGION",
+    "ROOST_PROCESS_GROUP",
+)
 
 
 class Handler(BaseHTTPRequestHandler):
