@@ -1,0 +1,86 @@
+"""Proxy observability hooks: the interface the data plane calls (INTERFACE STUB).
+
+The edge and host proxy call these methods at the points named; the implementation (Prometheus
+metrics and per-app usage accounting) lives behind this interface so the hot path never imports
+prometheus-client directly. ``NullMetrics`` is for tests that do not care.
+
+Label values are bounded: app names (apps are few and known), status classes ("2xx"), reasons
+from fixed sets. Never instance ids or paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+Role = Literal["edge", "host"]
+RetryReason = Literal["refused", "connect_failed", "connect_timeout", "reset_before_response"]
+TimeoutKind = Literal[
+    "header_deadline", "body_rate", "connect", "response_headers", "keepalive_idle"
+]
+
+
+class PoolStats(Protocol):
+    """What a connection pool reports (read at scrape time)."""
+
+    def stats(self) -> dict[str, int]:  # e.g. {"idle": 3, "active": 5, "opened": 120}
+        ...
+
+
+class Metrics(Protocol):
+    def request_finished(
+        self,
+        *,
+        role: Role,
+        app: str,
+        status: int,
+        protocol: str,  # "http/1.1" | "h2"
+        time_to_headers: float,  # request head received -> response head sent (seconds)
+        request_body_time: float,  # first -> last request body byte received
+        response_body_time: float,  # first -> last response body byte sent
+        bytes_in: int,  # request body bytes from the client
+        bytes_out: int,  # response body bytes to the client
+        duration: float,  # request head received -> response complete
+    ) -> None: ...
+
+    def retried(self, *, app: str, reason: RetryReason) -> None: ...
+
+    def refused(self, *, role: Role, app: str, reason: str) -> None:
+        """host: refused at hard limit; edge: answered 503 at capacity / per-app cap."""
+
+    def queue_wait(self, *, app: str, seconds: float, outcome: str) -> None:
+        """A request waited for capacity; outcome: "served" | "timeout" | "queue_full"."""
+
+    def timed_out(self, *, role: Role, kind: TimeoutKind) -> None: ...
+
+    def register_pool(self, name: str, pool: PoolStats) -> None: ...
+
+    def inflight(self, *, role: Role, app: str, delta: int) -> None: ...
+
+
+class NullMetrics:
+    """Metrics that record nothing."""
+
+    def request_finished(self, **kw: object) -> None:
+        pass
+
+    def retried(self, **kw: object) -> None:
+        pass
+
+    def refused(self, **kw: object) -> None:
+        pass
+
+    def queue_wait(self, **kw: object) -> None:
+        pass
+
+    def timed_out(self, **kw: object) -> None:
+        pass
+
+    def register_pool(self, name: str, pool: PoolStats) -> None:
+        pass
+
+    def inflight(self, **kw: object) -> None:
+        pass
+
+
+Clock = Callable[[], float]
