@@ -119,7 +119,7 @@ class Supervisor:
             if fresh_boot and self.handle is not None:  # restart requested while running
                 await self._stop_process(inst)
             if self.handle is None:
-                if inst.state in ("exited", "failed", "stopped") and not fresh_boot:
+                if inst.state in ("exited", "failed") and not fresh_boot:
                     await self._wait_changed()  # stays down until started again
                     continue
                 self._boot_seen = inst.boot
