@@ -44,3 +44,16 @@ def test_instance_env_has_platform_variables_over_user_env():
     assert env["ROOST_APP_NAME"] == "web" and env["ROOST_INSTANCE_ID"] == "abc"
     assert env["ROOST_REGION"] == "local" and env["PRIMARY_REGION"] == "ams"
     assert env["ROOST_PROCESS_GROUP"] == "app" and env["ROOST_PORT_8080"] == "4321"
+
+
+def test_argv_expands_instance_variables():
+    """`$PORT` and `${VAR}` in a command expand from the instance env; unknown names stay."""
+    from roost.machines.supervisor import expand_argv
+
+    env = {"PORT": "4000", "MODE": "x"}
+    assert expand_argv(("serve", "--port=$PORT", "${MODE}-y", "$NOPE"), env) == (
+        "serve",
+        "--port=4000",
+        "x-y",
+        "$NOPE",
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,19 @@ def should_restart(policy: str, exit_code: int | None, restarts: int, max_retrie
     if policy == "on-failure":
         return exit_code != 0 and restarts < max_retries
     return False
+
+
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_argv(argv: tuple[str, ...], env: dict[str, str]) -> tuple[str, ...]:
+    """Expand ``$VAR`` / ``${VAR}`` from the instance's env (no shell runs; unknown names stay)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        return env.get(name, m.group(0))
+
+    return tuple(_VAR.sub(sub, a) for a in argv)
 
 
 def instance_env(app: r.App, inst: r.Instance, ports: dict[str, int]) -> dict[str, str]:
@@ -167,10 +181,11 @@ class Supervisor:
         if not argv:
             await self._launch_failed(f"no command for process group {inst.process_group!r}")
             return False
+        env = instance_env(app, inst, ports)
         spec = LaunchSpec(
             instance_id=self.id,
-            argv=argv,
-            env=instance_env(app, inst, ports),
+            argv=expand_argv(argv, env),
+            env=env,
             cwd=app.workdir,
             log_dir=self.agent.log_dir(self.id),
         )
@@ -309,4 +324,4 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-__all__ = ["Supervisor", "instance_env", "restart_delay", "should_restart"]
+__all__ = ["Supervisor", "expand_argv", "instance_env", "restart_delay", "should_restart"]
