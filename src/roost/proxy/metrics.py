@@ -1,11 +1,13 @@
-"""Proxy observability hooks: the interface the data plane calls (INTERFACE STUB).
+"""Proxy observability hooks: the interface the data plane calls.
 
-The edge and host proxy call these methods at the points named; the implementation (Prometheus
-metrics and per-app usage accounting) lives behind this interface so the hot path never imports
+The edge and host proxy call these methods at the points named; the implementation
+(:class:`roost.proxy.prometheus.PrometheusMetrics`: Prometheus metrics plus per-app usage
+accounting, ``roost.proxy.usage``) lives behind this interface so the hot path never imports
 prometheus-client directly. ``NullMetrics`` is for tests that do not care.
 
-Label values are bounded: app names (apps are few and known), status classes ("2xx"), reasons
-from fixed sets. Never instance ids or paths.
+Label values are bounded: app names (capped by the implementation: later apps share one label),
+status classes ("2xx"), reasons from fixed sets. Never instance ids or paths. Calls come from
+the event-loop thread.
 """
 
 from __future__ import annotations
@@ -59,28 +61,45 @@ class Metrics(Protocol):
 
 
 class NullMetrics:
-    """Metrics that record nothing."""
+    """Metrics that record nothing (explicit signatures: a misnamed keyword fails loudly, and a
+    call costs half of what ``**kw`` would)."""
 
-    def request_finished(self, **kw: object) -> None:
+    def request_finished(
+        self,
+        *,
+        role: Role,
+        app: str,
+        status: int,
+        protocol: str,
+        time_to_headers: float,
+        request_body_time: float,
+        response_body_time: float,
+        bytes_in: int,
+        bytes_out: int,
+        duration: float,
+    ) -> None:
         pass
 
-    def retried(self, **kw: object) -> None:
+    def retried(self, *, app: str, reason: RetryReason) -> None:
         pass
 
-    def refused(self, **kw: object) -> None:
+    def refused(self, *, role: Role, app: str, reason: str) -> None:
         pass
 
-    def queue_wait(self, **kw: object) -> None:
+    def queue_wait(self, *, app: str, seconds: float, outcome: str) -> None:
         pass
 
-    def timed_out(self, **kw: object) -> None:
+    def timed_out(self, *, role: Role, kind: TimeoutKind) -> None:
         pass
 
     def register_pool(self, name: str, pool: PoolStats) -> None:
         pass
 
-    def inflight(self, **kw: object) -> None:
+    def inflight(self, *, role: Role, app: str, delta: int) -> None:
         pass
+
+    def loop_lag(self, seconds: float) -> None:
+        """Event-loop lag sample (``node.looplag``); not part of ``Metrics``."""
 
 
 Clock = Callable[[], float]
