@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import msgspec
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -52,8 +52,15 @@ def app_out(app: r.App) -> s.AppOut:
 
 
 def create_api(
-    control: ControlPlane, logs: LogCollector, token: str, *, node: r.Node, edge_url: str
+    control: ControlPlane,
+    logs: LogCollector,
+    token: str,
+    *,
+    node: r.Node,
+    edge_url: str,
+    routers: Sequence[APIRouter] = (),
 ) -> Any:
+    """The API app, wrapped in bearer auth. ``routers`` add feature routes (certs, usage)."""
     api = FastAPI(
         title="Roost control plane",
         version=roost.__version__,
@@ -178,6 +185,8 @@ def create_api(
             _stream_logs(logs, app, tail, follow, instance), media_type="application/x-ndjson"
         )
 
+    for router in routers:
+        api.include_router(router)
     return BearerAuth(api, token)
 
 

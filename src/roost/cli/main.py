@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from roost.api import schema as s
+from roost.cli.certs import certs
 from roost.cli.client import ApiClient, CliError
 from roost.config import ConfigError, load_config
 
@@ -411,6 +412,9 @@ def events(ctx: click.Context, app: str, limit: int) -> None:
         e = s.EventOut(**raw)
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e.time))
         click.echo(f"{ts}Z {e.instance_id} {e.type:<12} {e.message}")
+
+
+cli.add_command(certs)
 
 
 def main() -> None:
