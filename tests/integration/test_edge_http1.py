@@ -1091,15 +1091,23 @@ async def test_connect_method_refused() -> None:
         assert r.status == 405
 
 
-async def test_upgrade_header_ignored() -> None:
-    """Upgrade requests are served as plain HTTP/1.1 (the Upgrade header is dropped)."""
+async def test_declined_upgrade_goes_on_as_http() -> None:
+    """An upgrade the instance declines (200) is a plain exchange; what follows is parsed."""
     async with stack() as s:
         client = await RawClient.open(s.port)
         client.send(get("/u", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n") + get("/v"))
         responses = await client.read_responses(2)
         assert [r.json()["target"] for r in responses] == ["/u", "/v"]
-        assert "upgrade" not in headers_of(responses[0].json())
+        seen = headers_of(responses[0].json())
+        assert seen["upgrade"] == ["websocket"] and seen["connection"] == ["upgrade"]
         await client.close()
+
+
+async def test_h2c_upgrade_ignored() -> None:
+    """``Upgrade: h2c`` is dropped: the client just gets HTTP/1.1."""
+    async with stack() as s:
+        r = await fetch(s.port, get("/h", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+        assert r.status == 200 and "upgrade" not in headers_of(r.json())
 
 
 async def test_absolute_form_target() -> None:

@@ -1,9 +1,14 @@
 """Compose and run a single Roost node (``roost up``): every role, started and stopped in order.
 
-Start: data dir + lock → catalog → token → node record (leased) → host agent + log collector →
-route sync → edge → API → demo deploy → ``api.json`` for the CLI.
-Stop (reverse): forget ``api.json`` → stop API → drain and close the edge → stop instances →
-flush logs → revoke the node lease → close the catalog.
+Start: data dir + lock → edge + host proxy listeners → catalog → token → node record (leased) →
+host agent + log collector → route sync (feeds the edge's routes and the host proxy's instance
+table) → API → demo deploy → ``api.json`` for the CLI.
+Stop (reverse): forget ``api.json`` → stop API → drain and close the edge (in-flight requests
+finish, up to ``drain_timeout``) → close the host proxy → stop instances → flush logs → revoke
+the node lease → close the catalog.
+
+The request path on one node: client → edge (``http_host:http_port``) → backhaul unix socket
+``<data dir>/backhaul.sock`` → host proxy (limits) → instance on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -33,7 +39,11 @@ from roost.machines.drivers.process import ProcessDriver
 from roost.machines.logs import LogCollector
 from roost.node import datadir
 from roost.node.routes import RouteSync
+from roost.proxy.admission import TableHolder
+from roost.proxy.backhaul import unix_address
 from roost.proxy.edge import Edge, start_edge
+from roost.proxy.host import HostProxy, start_host_proxy
+from roost.proxy.metrics import Metrics
 from roost.proxy.routes import RouteHolder, RouteTable
 
 log = logging.getLogger("roost.node")
@@ -50,6 +60,9 @@ class NodeOptions:
     api_port: int = 4280
     region: str = "local"
     demo: bool = True
+    drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    proxy_limits: dict[str, Any] = field(default_factory=dict)  # proxy.forward.Limits fields
+    metrics: Metrics | None = None
 
 
 @dataclass
@@ -132,16 +145,34 @@ async def _run(
     started: Callable[[NodeInfo], None] | None,
 ) -> None:
     holder = RouteHolder(RouteTable.build((), {}))
+    host_table = TableHolder()
+    limits = {"shutdown_timeout": opts.drain_timeout, **opts.proxy_limits}
     try:
-        edge = await start_edge(opts.http_host, opts.http_port, holder, region=opts.region)
+        host = await start_host_proxy(
+            str(data_dir / "backhaul.sock"), host_table, metrics=opts.metrics, **limits
+        )
     except OSError as exc:
+        raise StartupError(f"cannot listen for the backhaul in {data_dir}: {exc}") from None
+    try:
+        edge = await start_edge(
+            opts.http_host,
+            opts.http_port,
+            holder,
+            region=opts.region,
+            metrics=opts.metrics,
+            admission=host.admission,
+            **limits,
+        )
+    except OSError as exc:
+        await host.close(timeout=0)
         raise StartupError(
             f"cannot listen for the edge on {opts.http_host}:{opts.http_port}: {exc.strerror}"
         ) from None
     try:
-        await _serve(opts, data_dir, api_sock, edge, holder, stop, started)
+        await _serve(opts, data_dir, api_sock, edge, host, holder, host_table, stop, started)
     finally:
         await edge.close()
+        await host.close()
 
 
 async def _serve(
@@ -149,7 +180,9 @@ async def _serve(
     data_dir: Path,
     api_sock: socket.socket,
     edge: Edge,
+    host_proxy: HostProxy,
     holder: RouteHolder,
+    host_table: TableHolder,
     stop: asyncio.Event,
     started: Callable[[NodeInfo], None] | None,
 ) -> None:
@@ -174,7 +207,14 @@ async def _serve(
     agent_stop, logs_stop = asyncio.Event(), asyncio.Event()
     logs = LogCollector(data_dir / "logs")
     agent = HostAgent(catalog, node, ProcessDriver(), logs, data_dir)
-    routes = RouteSync(catalog, holder)
+    backhaul = unix_address(host_proxy.path)
+    routes = RouteSync(
+        catalog,
+        holder,
+        node_id=node.id,
+        host_table=host_table,
+        backhaul_for=lambda node_id: backhaul if node_id == node.id else None,
+    )
     control = ControlPlane(catalog)
     tasks.append(asyncio.ensure_future(agent.run(agent_stop)))
     tasks.append(asyncio.ensure_future(logs.run(logs_stop)))
@@ -198,6 +238,8 @@ async def _serve(
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(api_task, 10)
+        await edge.close()  # in-flight requests finish before their instances stop
+        await host_proxy.close()
         for event, task in ((agent_stop, tasks[0]), (logs_stop, tasks[1])):
             event.set()  # instances stop first, then the collector reads their last lines
             with contextlib.suppress(Exception):

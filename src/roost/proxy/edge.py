@@ -3,125 +3,62 @@
 :func:`start_edge` is the one place the pieces are put together::
 
     RouteHolder (swapped by the catalog watcher)
-        -> EdgeContext (limits, region, balancer state, request ids, upstream pool)
+        -> EdgeContext (limits, region, balancer inputs, wait queues, backhaul pool)
         -> ClientConnection per accepted socket (http1)
-        -> Exchange per request (forward) -> UpstreamConnection (upstream)
+        -> EdgeExchange per request (forward) -> UpstreamConnection to a host proxy
+           (or straight to an instance for backends without backhaul)
 
-Shutdown (:meth:`Edge.close`) goes in order: stop accepting -> close idle keep-alive
-connections and mark busy ones to close after their response -> wait for them with a
-deadline -> abort the rest -> close pooled upstream connections -> settle connect attempts.
+Load and wake-ups on one node: ``loads`` is the host proxy's live count per instance and
+``admission`` the host proxy's :class:`~roost.proxy.admission.Admission`, whose releases
+wake requests waiting for capacity. Across nodes the load view (mesh) plays both parts.
+
+Shutdown: see :class:`~roost.proxy.server.ProxyServer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
+from collections.abc import Callable
 from typing import Any
 
+from roost.proxy.admission import Admission
 from roost.proxy.forward import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
+from roost.proxy.metrics import Metrics, NullMetrics
 from roost.proxy.routes import RouteHolder
+from roost.proxy.server import ConnectionRegistry, ProxyServer
 from roost.proxy.upstream import UpstreamPool
 
 __all__ = ["ConnectionRegistry", "Edge", "Limits", "start_edge"]
 
 
-class ConnectionRegistry:
-    """The open client connections of one edge: deadline ticks and shutdown."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
-        self.connections: set[ClientConnection] = set()
-        self.draining = False
-        self._loop = loop
-        self._tick_every = tick
-        self._ticker: asyncio.TimerHandle | None = None
-        self._empty = asyncio.Event()
-        self._empty.set()
-
-    def start(self) -> None:
-        """Start checking every connection's deadlines each tick."""
-        self._ticker = self._loop.call_later(self._tick_every, self._tick)
-
-    def stop(self) -> None:
-        """Stop the deadline checks."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-
-    def _tick(self) -> None:
-        now = self._loop.time()
-        for conn in list(self.connections):
-            conn.check_deadlines(now)
-        if self._ticker is not None:
-            self._ticker = self._loop.call_later(self._tick_every, self._tick)
-
-    def add(self, conn: ClientConnection) -> None:
-        """A connection opened."""
-        self.connections.add(conn)
-        self._empty.clear()
-
-    def discard(self, conn: ClientConnection) -> None:
-        """A connection closed."""
-        self.connections.discard(conn)
-        if not self.connections:
-            self._empty.set()
-
-    async def wait_empty(self) -> None:
-        """Until every connection has closed."""
-        await self._empty.wait()
-
-
-class Edge:
+class Edge(ProxyServer):
     """A running edge listener; see :func:`start_edge`."""
 
+    context: EdgeContext
+
     def __init__(
-        self, server: asyncio.Server, context: EdgeContext, connections: ConnectionRegistry
+        self,
+        server: asyncio.Server,
+        context: EdgeContext,
+        connections: ConnectionRegistry,
+        admission: Admission | None = None,
     ) -> None:
-        self.server = server
-        self.context = context
-        self.connections = connections
-        self._closed = False
+        super().__init__(server, context, connections)
         self._port = int(server.sockets[0].getsockname()[1])
+        self._admission = admission
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with ``port=0``)."""
         return self._port
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``timeout`` seconds, default
-        ``Limits.shutdown_timeout``), then drop whatever is left."""
-        if self._closed:
-            return
-        self._closed = True
-        ctx = self.context
-        self.server.close()
-        self.connections.draining = True
-        for conn in list(self.connections.connections):
-            conn.shutdown()
-        deadline = ctx.limits.shutdown_timeout if timeout is None else timeout
-        try:
-            async with asyncio.timeout(deadline):
-                await self.connections.wait_empty()
-        except TimeoutError:
-            for conn in list(self.connections.connections):
-                conn.abort()
-        self.connections.stop()
-        ctx.pool.close()
-        if ctx.tasks:
-            # Connect attempts of finished exchanges end within connect_timeout and hand
-            # their connection to the (closed) pool; cancelling one that just connected
-            # could leak its socket, so wait a little before cancelling the rest.
-            await asyncio.wait(list(ctx.tasks), timeout=min(1.0, ctx.limits.connect_timeout))
-            for task in list(ctx.tasks):
-                task.cancel()
-            await asyncio.gather(*ctx.tasks, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self.server.wait_closed()
+    def _closed_hook(self) -> None:
+        if self._admission is not None:
+            self._admission.unsubscribe(self.context.capacity_freed)
 
     async def __aenter__(self) -> Edge:
         return self
@@ -136,6 +73,10 @@ async def start_edge(
     routes: RouteHolder,
     *,
     region: str,
+    metrics: Metrics | None = None,
+    admission: Admission | None = None,
+    loads: Callable[[str], int] | None = None,
+    rtt: Callable[[str], float] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     **limits: Any,
 ) -> Edge:
@@ -143,20 +84,43 @@ async def start_edge(
 
     ``limits`` are the fields of :class:`~roost.proxy.forward.Limits` (sizes, timeouts);
     an unknown name raises TypeError. ``region`` is stamped as ``Roost-Region``.
+    ``admission``: a host proxy's counts on this node -- its load feeds the balancer and its
+    releases wake waiting requests (``loads`` overrides where load is read from). ``rtt``:
+    node id -> seconds from this edge (default 0.0: everything is on this node).
     """
     loop = loop or asyncio.get_running_loop()
     config = Limits(**limits)
+    metrics = metrics if metrics is not None else NullMetrics()
+    assert metrics is not None
     pool = UpstreamPool(
         loop,
         max_idle=config.upstream_max_idle,
         idle_timeout=config.upstream_idle_timeout,
         connect_timeout=config.connect_timeout,
+        backhaul_max_idle=config.backhaul_max_idle,
+        backhaul_idle_timeout=config.backhaul_idle_timeout,
     )
+    metrics.register_pool("edge_backhaul", pool)
+    if loads is None and admission is not None:
+        loads = admission.load
     request_ids = RequestIds(os.urandom(4).hex().encode("ascii"))
-    context = EdgeContext(loop, routes, pool, config, region, request_ids, random.Random())
-    connections = ConnectionRegistry(loop, config.tick)
+    context = EdgeContext(
+        loop,
+        routes,
+        pool,
+        config,
+        region,
+        request_ids,
+        random.Random(),
+        metrics=metrics,
+        loads=loads,
+        rtt=rtt,
+    )
+    if admission is not None:
+        admission.subscribe(context.capacity_freed)
+    connections = ConnectionRegistry(loop, config.tick, context)
     server = await loop.create_server(
         lambda: ClientConnection(context, connections), host, port, backlog=1024
     )
     connections.start()
-    return Edge(server, context, connections)
+    return Edge(server, context, connections, admission)

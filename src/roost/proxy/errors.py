@@ -22,7 +22,9 @@ from typing import Literal
 __all__ = [
     "IDEMPOTENT_METHODS",
     "ProxyError",
+    "at_capacity",
     "bad_request",
+    "body_too_slow",
     "header_too_large",
     "method_not_allowed",
     "no_app",
@@ -57,6 +59,7 @@ class ProxyError(Exception):
         origin: Origin,
         retry_safe: bool = False,
         close: bool = False,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -65,6 +68,7 @@ class ProxyError(Exception):
         self.origin: Origin = origin
         self.retry_safe = retry_safe
         self.close = close
+        self.headers = headers  # extra response header fields (e.g. Retry-After)
 
     def __repr__(self) -> str:
         return (
@@ -97,6 +101,8 @@ def render(
         lines.append(b"Roost-Request-Id: " + request_id + b"\r\n")
     if err.status == 405:
         lines.append(b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n")
+    for name, value in err.headers:
+        lines.append(name + b": " + value + b"\r\n")
     if err.close if close is None else close:
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
@@ -169,6 +175,17 @@ def request_timeout() -> ProxyError:
     )
 
 
+def body_too_slow(min_rate: int) -> ProxyError:
+    """408: the request body arrives slower than the minimum rate."""
+    return ProxyError(
+        408,
+        "body_too_slow",
+        f"request body slower than {min_rate} bytes/s",
+        origin="client",
+        close=True,
+    )
+
+
 # -- edge errors: routing found nothing to send the request to ---------------------------
 
 
@@ -181,6 +198,18 @@ def no_instances(app: str) -> ProxyError:
     """503: the app exists but has no running instances."""
     return ProxyError(
         503, "no_instances", f"app {_quote(app)} has no running instances", origin="edge"
+    )
+
+
+def at_capacity(app: str, reason: str = "at_capacity") -> ProxyError:
+    """503: every instance of the app is at its hard limit (after the bounded wait, or at
+    once when the app's wait queue is full)."""
+    return ProxyError(
+        503,
+        reason,
+        f"app {_quote(app)} is at capacity, try again shortly",
+        origin="edge",
+        headers=((b"Retry-After", b"1"),),
     )
 
 

@@ -1,88 +1,47 @@
-"""One request's trip through the edge: route -> balance -> attempts -> streamed response.
+"""One request's trip through the edge: route -> balance -> attempts -> (wait) -> response.
 
-An :class:`Exchange` is created by the client-side codec (``http1`` today, ``http2``
-later) once a request head is parsed, and is the *only* thing that talks to upstream
-connections. Its phases, in order:
+:class:`EdgeExchange` is the edge's :class:`~roost.proxy.exchange.Exchange`. Its phases:
 
 1. **route**: ``Host`` -> :class:`~roost.proxy.routes.AppRoute` in the current table
    (unknown host -> 404, no backends -> 503, unknown forced instance -> 404);
-2. **balance**: :func:`~roost.proxy.balance.order_backends` gives the order to try;
-3. **attempt**: an idle pooled connection or a new one; a retry-safe failure
-   (:attr:`~roost.proxy.errors.ProxyError.retry_safe`) moves on to the next backend, each
-   backend at most once; when all fail -> 502;
-4. **stream**: request body bytes flow up as they arrive (buffered, bounded, only until a
-   connection is bound), response events flow down to the client codec; backpressure is
-   passed on both ways.
-
-The exchange implements :class:`~roost.proxy.upstream.UpstreamSink` and talks to its
-client codec through :class:`Downstream`.
+2. **balance**: :func:`~roost.proxy.balance.select` over candidates built from the route's
+   backends, the load each is known to carry (``max`` of this edge's own attempts and the
+   host proxy's count) and the RTT to its node; instances already tried this round are
+   left out, and so are instances at their hard limit;
+3. **attempt**: a backhaul request naming the instance (``Roost-Instance``) to its node's
+   host proxy (or, for a backend without backhaul, straight to the instance);
+4. **retry** only when the instance never saw the request (DESIGN.md): the host proxy
+   refused it (``Roost-Refused``), the connect failed or timed out, or -- for a replayable
+   request (GET/HEAD/OPTIONS without body) only -- the connection closed before any
+   response byte. At most ``max_attempts`` attempts per round, and only while the body
+   sent so far is kept (``retry_buffer_bytes``);
+5. **wait** when every instance is full: the app's bounded FIFO
+   (:mod:`~roost.proxy.waitqueue`), woken when a host proxy releases a slot, for up to
+   ``queue_timeout``; then ``503`` "at capacity". A woken request starts a new round.
+   While an app has waiters, new requests queue behind them (first come, first served).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
-from roost.proxy import errors
-from roost.proxy.balance import order_backends
-from roost.proxy.headers import (
-    HOP_BY_HOP,
-    Headers,
-    RequestIds,
-    RequestInfo,
-    ResponseInfo,
-    prepare_response,
-)
+from roost.proxy import backhaul, errors
+from roost.proxy.balance import Candidate, select
+from roost.proxy.context import Limits, RelayContext
+from roost.proxy.exchange import NEVER, Downstream, Exchange
+from roost.proxy.headers import Headers, RequestIds, RequestInfo, prepare_head
+from roost.proxy.metrics import Metrics, RetryReason
 from roost.proxy.routes import AppRoute, Backend, RouteHolder, normalize_host
-from roost.proxy.upstream import UpstreamConnection, UpstreamPool
+from roost.proxy.upstream import UpstreamPool
+from roost.proxy.waitqueue import WaitQueues
 
-__all__ = ["PAUSE_BUFFER", "PAUSE_UPSTREAM", "Downstream", "EdgeContext", "Exchange", "Limits"]
-
-PAUSE_UPSTREAM = 1  # the upstream connection's write buffer is full
-PAUSE_BUFFER = 2  # the body buffered before a connection was bound is full
-_NEVER = float("inf")
+__all__ = ["EdgeContext", "EdgeExchange", "Limits", "RelayContext"]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Sizes and timeouts of the edge (``start_edge(**limits)``)."""
-
-    max_header_bytes: int = 64 * 1024  # request line + headers -> 431 beyond
-    max_uri_bytes: int = 8 * 1024  # request target -> 414 beyond
-    max_headers: int = 128  # header lines -> 431 beyond
-    request_buffer_bytes: int = 256 * 1024  # body held while connecting; reading pauses beyond
-    keepalive_timeout: float = 75.0  # idle client connection
-    header_timeout: float = 30.0  # a started request head must complete within -> 408
-    connect_timeout: float = 5.0  # per upstream connect attempt
-    response_timeout: float = 60.0  # request fully sent -> response head, else 504
-    upstream_max_idle: int = 256  # idle pooled connections kept per backend
-    upstream_idle_timeout: float = 4.0  # below the instances' own keep-alive timeout
-    shutdown_timeout: float = 10.0  # Edge.close() waits this long for in-flight requests
-
-    @property
-    def tick(self) -> float:
-        """How often deadlines are checked: timeouts fire up to one tick late. (A
-        ``call_later`` per request costs more than the rest of the request.)"""
-        shortest = min(self.header_timeout, self.keepalive_timeout, self.response_timeout)
-        return max(0.01, min(1.0, shortest / 4))
-
-
-class EdgeContext:
+class EdgeContext(RelayContext):
     """Everything the exchanges of one edge share."""
-
-    __slots__ = (
-        "inflight",
-        "limits",
-        "loop",
-        "pool",
-        "region",
-        "request_ids",
-        "rng",
-        "routes",
-        "tasks",
-    )
 
     def __init__(
         self,
@@ -93,67 +52,84 @@ class EdgeContext:
         region: str,
         request_ids: RequestIds,
         rng: random.Random,
+        *,
+        metrics: Metrics | None = None,
+        loads: Callable[[str], int] | None = None,
+        rtt: Callable[[str], float] | None = None,
     ) -> None:
-        self.loop = loop
+        super().__init__(loop, pool, limits, region, request_ids, metrics)
         self.routes = routes
-        self.pool = pool
-        self.limits = limits
-        self.region = region
-        self.request_ids = request_ids
         self.rng = rng
         self.inflight: dict[str, int] = {}  # instance id -> this edge's open attempts
-        self.tasks: set[asyncio.Task[None]] = set()  # connect attempts in progress
+        self.loads: Callable[[str], int] = loads or _no_load  # instance id -> host count
+        self.rtt: Callable[[str], float] = rtt or _same_node  # node id -> seconds
+        self.queues = WaitQueues(limits.queue_max)
+        self._table_seen = routes.table
+
+    def new_exchange(
+        self,
+        down: Downstream,
+        method: bytes,
+        version: str,
+        target: bytes,
+        headers: Headers,
+        fwd_tail: tuple[tuple[bytes, bytes], ...],
+        client_ip: bytes,
+        request_id: bytes,
+        upgrade: bool,
+    ) -> Exchange:
+        head, info = prepare_head(
+            method, version, target, headers, fwd_tail, client_ip, request_id, upgrade=upgrade
+        )
+        host = (info.host or b"").decode("latin-1")
+        return EdgeExchange(self, down, method, head, info, host, request_id)
+
+    def capacity_freed(self, app: str, instance_id: str, in_flight: int = 0) -> None:
+        """An instance of ``app`` may have room now: wake one waiter (soon, not inside
+        the caller's callback)."""
+        if self.queues.waiting(app):
+            self.loop.call_soon(self._wake, app, instance_id)
+
+    def _wake(self, app: str, instance_id: str | None) -> None:
+        waiter = self.queues.take(app, instance_id)
+        if isinstance(waiter, EdgeExchange):
+            waiter.wake()
+
+    def tick(self, now: float) -> None:
+        table = self.routes.table
+        if table is not self._table_seen:  # instances may have come: let the heads retry
+            self._table_seen = table
+            for app in self.queues.apps():
+                self._wake(app, None)
 
 
-class Downstream(Protocol):
-    """What an exchange needs from the client connection it answers."""
-
-    write_paused: bool
-
-    def send_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
-    def send_head(
-        self, ex: Exchange, status: int, reason: bytes, headers: Headers, info: ResponseInfo
-    ) -> None: ...
-    def send_body(self, data: bytes) -> None: ...
-    def send_end(self, ex: Exchange, trailers: Headers) -> None: ...
-    def send_error(self, ex: Exchange, err: errors.ProxyError) -> None: ...
-    def abort_response(self, ex: Exchange) -> None: ...
-    def flush(self) -> None: ...
-    def pause_reading(self, reason: int) -> None: ...
-    def resume_reading(self, reason: int) -> None: ...
+def _no_load(instance_id: str) -> int:
+    return 0
 
 
-def _forwardable(name: bytes) -> bool:
-    lname = name.lower()
-    return lname not in HOP_BY_HOP and not lname.startswith(b"roost-")
+def _same_node(node: str) -> float:
+    return 0.0
 
 
-class Exchange:
-    """One request and its response; see the module docstring for the phases."""
+class EdgeExchange(Exchange):
+    """A request at the edge; see the module docstring."""
 
     __slots__ = (
-        "_backend",
-        "_body",
-        "_body_size",
-        "_candidates",
-        "_conn",
-        "_ctx",
-        "_deadline",
-        "_down",
-        "_head",
+        "_attempts",
+        "_excluded",
+        "_failed",
+        "_forced",
         "_last_error",
+        "_last_id",
+        "_queued",
         "_route",
-        "_tried",
-        "finished",
-        "has_body",
-        "host",
-        "info",
-        "method",
-        "replayable",
-        "request_done",
-        "request_id",
-        "response_started",
+        "_wait_deadline",
+        "_waited_since",
     )
+
+    _ctx: EdgeContext
+
+    KEEPS_BODY = True
 
     def __init__(
         self,
@@ -165,251 +141,231 @@ class Exchange:
         host: str,
         request_id: bytes,
     ) -> None:
-        self._ctx = ctx
-        self._down = down
-        self.method = method
-        self._head = head  # the request head as sent upstream, kept for a replay
-        self.info = info
-        self.host = host
-        self.request_id = request_id
-        self.has_body = info.chunked or bool(info.content_length)
-        self.replayable = not self.has_body and method in errors.IDEMPOTENT_METHODS
-        self.request_done = not self.has_body
-        self.response_started = False
-        self.finished = False
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._conn: UpstreamConnection | None = None
-        self._backend: Backend | None = None
+        super().__init__(ctx, down, method, head, info, host, request_id)
         self._route: AppRoute | None = None
-        self._candidates: list[Backend] = []
-        self._tried = 0
+        self._forced: Backend | None = None
+        self._attempts = 0
+        self._excluded: set[str] | None = None  # tried this round
+        self._failed: set[str] | None = None  # failed (not full): never again
         self._last_error: errors.ProxyError | None = None
-        self._deadline = _NEVER  # loop time by which the response head must arrive
+        self._last_id = ""
+        self._queued = False
+        self._wait_deadline = NEVER
+        self._waited_since = 0.0
 
-    # -- driven by the client codec ---------------------------------------------------
+    @property
+    def forced(self) -> str | None:
+        """The forced instance (``Roost-Force-Instance-Id``), as a waiter."""
+        return None if self._forced is None else self._forced.instance_id
 
     def start(self, *, flush: bool = True) -> None:
-        """Route and balance, then make the first attempt.
-
-        ``flush=False`` leaves the request head queued on a pooled connection: the
-        caller flushes once its current input is parsed (one write for head and body).
-        """
+        """Route, then attempt (or wait behind the app's waiters)."""
         ctx = self._ctx
         route = self._route = ctx.routes.table.lookup(self.host)
         if route is None:
             if self.host and normalize_host(self.host) is None:
                 return self._fail(errors.bad_request("invalid Host header"))
             return self._fail(errors.no_app(self.host))
+        self.app = route.app
+        ctx.metrics.inflight(role="edge", app=route.app, delta=1)
         if not route.backends:
             return self._fail(errors.no_instances(route.app))
         forced = self.info.force_instance
         if forced is not None:
-            backend = route.backend(forced.decode("latin-1"))
-            if backend is None:
+            self._forced = route.backend(forced.decode("latin-1"))
+            if self._forced is None:
                 return self._fail(errors.unknown_instance(route.app, forced.decode("latin-1")))
-            self._candidates = [backend]
-        else:
-            self._candidates = order_backends(route, ctx.inflight, ctx.rng)
+        elif ctx.queues.general(route.app):
+            return self._wait()
         self._attempt(flush=flush)
-
-    def request_body(self, data: bytes) -> None:
-        """Request body bytes (de-framed) arrived from the client."""
-        if self._conn is not None:
-            self._conn.send_body(data)
-        elif not self.finished:
-            self._body.append(data)
-            self._body_size += len(data)
-            if self._body_size > self._ctx.limits.request_buffer_bytes:
-                self._down.pause_reading(PAUSE_BUFFER)
-
-    def request_end(self) -> None:
-        """The request is complete."""
-        if self.request_done:
-            return
-        self.request_done = True
-        if self._conn is not None:
-            self._conn.send_end()
-            self._start_timer()
-
-    def flush(self) -> None:
-        """Write what the client's last bytes produced to the upstream connection."""
-        if self._conn is not None:
-            self._conn.flush()
-
-    def client_write_paused(self) -> None:
-        """The client's write buffer is full: stop reading the response."""
-        if self._conn is not None:
-            self._conn.pause_reading()
-
-    def client_write_resumed(self) -> None:
-        """The client's write buffer drained."""
-        if self._conn is not None:
-            self._conn.resume_reading()
-
-    def fail_request(self, err: errors.ProxyError) -> None:
-        """The client's request went bad mid-way (e.g. broken chunked framing)."""
-        if self.finished:
-            return
-        self._drop_conn()
-        if self.response_started:
-            self.finished = True
-            self._down.abort_response(self)
-        else:
-            self._fail(err)
-
-    def cancel(self) -> None:
-        """The client is gone: drop everything, answer nothing."""
-        if not self.finished:
-            self.finished = True
-            self._drop_conn()
 
     # -- attempts ---------------------------------------------------------------------
 
     def _attempt(self, *, flush: bool = True) -> None:
-        if not self._candidates:
-            assert self._route is not None and self._last_error is not None
-            return self._fail(
-                errors.upstream_unavailable(self._route.app, self._tried, self._last_error)
-            )
-        backend = self._backend = self._candidates.pop(0)
-        self._tried += 1
+        backend = self._pick()
+        if backend is None:
+            return self._no_candidate()
+        self._attempts += 1
         inflight = self._ctx.inflight
-        inflight[backend.instance_id] = inflight.get(backend.instance_id, 0) + 1
-        conn = self._ctx.pool.take(backend)
-        if conn is not None:
-            self._bind(conn, flush=flush)
-        else:
-            task = self._ctx.loop.create_task(self._connect(backend))
-            self._ctx.tasks.add(task)
-            task.add_done_callback(self._ctx.tasks.discard)
+        iid = backend.instance_id
+        inflight[iid] = inflight.get(iid, 0) + 1
+        head = self._head
+        if backend.backhaul is not None:
+            head = backhaul.with_instance(head, iid)
+        self._send_to(backend, head, flush=flush)
 
-    async def _connect(self, backend: Backend) -> None:
-        # Never cancelled: a cancel racing a completed connect would leak the socket.
-        # An exchange that finished meanwhile hands the new connection to the pool.
-        try:
-            conn = await self._ctx.pool.connect(backend)
-        except (OSError, TimeoutError) as exc:
-            if not self.finished:
-                self._end_attempt()
-                self._last_error = errors.upstream_connect_failed(backend.instance_id, exc)
-                self._attempt()
-                self._down.flush()
-            return
-        if self.finished:
-            self._ctx.pool.release(conn)
-        else:
-            self._bind(conn, flush=True)
-
-    def _bind(self, conn: UpstreamConnection, *, flush: bool) -> None:
-        self._conn = conn
-        conn.send_request(
-            self,
-            self._head,
-            chunked=self.info.chunked,
-            has_body=self.has_body,
-            head_req=self.method == b"HEAD",
-        )
-        if self._body:
-            for chunk in self._body:
-                conn.send_body(chunk)
-            self._body = []
-            self._body_size = 0
-            self._down.resume_reading(PAUSE_BUFFER)
-        if self.has_body and self.request_done:
-            conn.send_end()
-        if self.request_done:
-            self._start_timer()
-        if self._down.write_paused:
-            conn.pause_reading()
-        if flush:
-            conn.flush()
-
-    def _start_timer(self) -> None:
-        self._deadline = self._ctx.loop.time() + self._ctx.limits.response_timeout
-
-    def check_deadline(self, now: float) -> None:
-        """Called every tick by the client connection: enforce the response timeout."""
-        if now >= self._deadline:
-            self._deadline = _NEVER
-            self._response_timed_out()
-
-    def _response_timed_out(self) -> None:
-        if not self.response_started and not self.finished and self._backend is not None:
-            err = errors.upstream_timeout(
-                self._backend.instance_id, self._ctx.limits.response_timeout
+    def _pick(self) -> Backend | None:
+        """The best backend to try next, or None."""
+        ctx = self._ctx
+        assert self._route is not None
+        backends = self._route.backends if self._forced is None else (self._forced,)
+        excluded = self._excluded
+        own = ctx.inflight.get
+        loads = ctx.loads
+        rtt = ctx.rtt
+        candidates: list[Candidate] = []
+        by_id: dict[str, Backend] = {}
+        for b in backends:
+            iid = b.instance_id
+            if excluded is not None and iid in excluded:
+                continue
+            load = own(iid, 0)
+            if b.backhaul is not None:
+                load = max(load, loads(iid))
+            by_id[iid] = b
+            candidates.append(
+                Candidate(
+                    iid, b.node, b.region, rtt(b.node), load, b.soft_limit, b.hard_limit, b.healthy
+                )
             )
-            self._drop_conn()
-            self._fail(err)
-            self._down.flush()
+        order = select(candidates, rng=ctx.rng, strategy=ctx.limits.strategy)
+        if not order:  # unhealthy instances with room are a last resort (health may be stale)
+            sick = [c for c in candidates if not c.healthy]
+            if sick:
+                order = select(
+                    [
+                        Candidate(
+                            c.instance_id,
+                            c.node,
+                            c.region,
+                            c.rtt,
+                            c.load,
+                            c.soft_limit,
+                            c.hard_limit,
+                        )
+                        for c in sick
+                    ],
+                    rng=ctx.rng,
+                    strategy="leastload",
+                    choices=len(sick),
+                )
+        return by_id[order[0].instance_id] if order else None
 
-    def _end_attempt(self) -> None:
-        self._deadline = _NEVER
-        self._down.resume_reading(PAUSE_UPSTREAM)
-        backend, self._backend = self._backend, None
-        if backend is not None:
-            inflight = self._ctx.inflight
-            count = inflight.get(backend.instance_id, 0) - 1
-            if count > 0:
-                inflight[backend.instance_id] = count
-            else:
-                inflight.pop(backend.instance_id, None)
+    def _no_candidate(self) -> None:
+        assert self._route is not None
+        failed = self._failed
+        backends = self._route.backends if self._forced is None else (self._forced,)
+        if any(failed is None or b.instance_id not in failed for b in backends):
+            return self._wait()  # every one left is full (or refused us this round)
+        assert self._last_error is not None
+        self._fail(errors.upstream_unavailable(self.app, len(failed or ()), self._last_error))
 
-    def _drop_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.abort()
-        self._end_attempt()
+    def _attempt_ended(self, backend: Backend) -> None:
+        ctx = self._ctx
+        iid = self._last_id = backend.instance_id
+        inflight = ctx.inflight
+        count = inflight.get(iid, 0) - 1
+        if count > 0:
+            inflight[iid] = count
+        else:
+            inflight.pop(iid, None)
+        if ctx.queues.waiting(self.app):
+            ctx.capacity_freed(self.app, iid)
 
-    def _fail(self, err: errors.ProxyError) -> None:
-        self.finished = True
-        self._body = []
-        self._down.resume_reading(PAUSE_BUFFER)  # the rest of the body is read and dropped
-        self._down.send_error(self, err)
+    def _trusts_refusal(self) -> bool:
+        backend = self._backend
+        return backend is not None and backend.backhaul is not None
 
-    # -- UpstreamSink: reports from the bound connection --------------------------------
+    def _refusal_error(self) -> errors.ProxyError:
+        return backhaul.refusal(self._refused or backhaul.FULL, self._last_id)
 
-    def upstream_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        self._down.send_interim(status, reason, headers)
+    def _retry_or_fail(self, err: errors.ProxyError) -> None:
+        iid = self._last_id
+        refused = self._refused
+        full = refused is not None and refused != backhaul.UNREACHABLE
+        if self._excluded is None:
+            self._excluded = set()
+        self._excluded.add(iid)
+        if not full:
+            if self._failed is None:
+                self._failed = set()
+            self._failed.add(iid)
+            self._last_error = (
+                err
+                if refused is None
+                else errors.upstream_connect_failed(
+                    iid, ConnectionRefusedError("instance unreachable from its host proxy")
+                )
+            )
+        if not self._rewind():  # the body sent is not kept: cannot go elsewhere
+            return self._fail(errors.at_capacity(self.app) if full else err)
+        self._ctx.metrics.retried(app=self.app, reason=_retry_reason(err, refused))
+        if self._attempts >= self._ctx.limits.max_attempts:
+            if full:
+                return self._wait()
+            return self._fail(errors.upstream_unavailable(self.app, self._attempts, err))
+        self._attempt()
 
-    def upstream_head(self, status: int, reason: bytes, headers: Headers) -> ResponseInfo:
-        out, info = prepare_response(headers, self.request_id)
-        if info.bad_framing is None:
-            self._deadline = _NEVER
-            self.response_started = True
-            self._down.send_head(self, status, reason, out, info)
-        return info
+    # -- waiting for capacity ---------------------------------------------------------
 
-    def upstream_body(self, data: bytes) -> None:
-        self._down.send_body(data)
+    def _wait(self) -> None:
+        ctx = self._ctx
+        now = ctx.loop.time()
+        first = self._wait_deadline == NEVER
+        if first:
+            self._waited_since = now
+            self._wait_deadline = now + ctx.limits.queue_timeout
+        elif now >= self._wait_deadline:
+            return self._give_up(now)
+        if not ctx.queues.push(self.app, self, front=not first):
+            ctx.metrics.queue_wait(app=self.app, seconds=0.0, outcome="queue_full")
+            ctx.metrics.refused(role="edge", app=self.app, reason="queue_full")
+            return self._fail(errors.at_capacity(self.app, "queue_full"))
+        self._queued = True
 
-    def upstream_end(self, trailers: Headers) -> None:
-        self._conn = None
-        self._end_attempt()
-        self.finished = True
-        if trailers:
-            trailers = [(n, v) for n, v in trailers if _forwardable(n)]
-        self._down.send_end(self, trailers)
-
-    def upstream_failed(self, err: errors.ProxyError) -> None:
-        self._conn = None
-        self._end_attempt()
+    def wake(self) -> None:
+        """Capacity may have freed: a new round of attempts."""
+        self._queued = False
         if self.finished:
             return
-        if self.response_started:
-            self.finished = True
-            self._down.abort_response(self)
-        elif err.retry_safe:
-            self._last_error = err
-            self._attempt()
+        self._attempts = 0
+        self._excluded = set(self._failed) if self._failed else None
+        route = self._ctx.routes.table.app(self.app)  # instances may have come and gone
+        if route is None or not route.backends:
+            self._fail(errors.no_instances(self.app))
         else:
-            self._fail(err)
-
-    def upstream_flush(self) -> None:
+            self._route = route
+            if self._forced is not None:
+                self._forced = route.backend(self._forced.instance_id)
+            if self._forced is None and self.info.force_instance is not None:
+                name = self.info.force_instance.decode("latin-1")
+                self._fail(errors.unknown_instance(self.app, name))
+            else:
+                self._attempt()
         self._down.flush()
 
-    def upstream_write_paused(self) -> None:
-        self._down.pause_reading(PAUSE_UPSTREAM)
+    def _give_up(self, now: float) -> None:
+        ctx = self._ctx
+        ctx.metrics.queue_wait(app=self.app, seconds=now - self._waited_since, outcome="timeout")
+        ctx.metrics.refused(role="edge", app=self.app, reason="at_capacity")
+        self._fail(errors.at_capacity(self.app))
 
-    def upstream_write_resumed(self) -> None:
-        self._down.resume_reading(PAUSE_UPSTREAM)
+    def check_deadline(self, now: float) -> None:
+        if self._queued and now >= self._wait_deadline:
+            self._queued = False
+            self._ctx.queues.remove(self.app, self)
+            self._give_up(now)
+            self._down.flush()
+            return
+        super().check_deadline(now)
+
+    def cancel(self) -> None:
+        if self._queued:
+            self._queued = False
+            self._ctx.queues.remove(self.app, self)
+        super().cancel()
+
+    def upstream_head(self, status: int, reason: bytes, headers: Headers):  # type: ignore[no-untyped-def]
+        info = super().upstream_head(status, reason, headers)
+        if self._waited_since and self.response_started:
+            seconds, self._waited_since = self._t_head - self._waited_since, 0.0
+            self._ctx.metrics.queue_wait(app=self.app, seconds=seconds, outcome="served")
+        return info
+
+
+def _retry_reason(err: errors.ProxyError, refused: bytes | None) -> RetryReason:
+    if refused is not None:
+        return "connect_failed" if refused == backhaul.UNREACHABLE else "refused"
+    if err.reason == "upstream_connect_failed":
+        return "connect_timeout" if "timed out" in err.message else "connect_failed"
+    return "reset_before_response"

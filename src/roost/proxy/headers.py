@@ -5,9 +5,10 @@ order). One pass over a request's headers both *checks* what the edge must under
 (Host, framing, Expect) and *rewrites* the list sent upstream:
 
 - hop-by-hop headers are dropped: ``Connection`` and every header it names,
-  ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Upgrade`` (the edge does
-  not proxy upgrades yet) and ``Transfer-Encoding`` (the body is re-framed, and
-  ``Transfer-Encoding: chunked`` re-added when the body is chunked);
+  ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Upgrade`` and
+  ``Transfer-Encoding`` (the body is re-framed, and ``Transfer-Encoding: chunked``
+  re-added when the body is chunked); an upgrade request (other than ``h2c``) gets
+  ``Connection: upgrade`` and its ``Upgrade`` back, for the instance to accept with 101;
 - every client-sent ``roost-*`` header is dropped (``Roost-Force-Instance-Id`` is read
   first: it is a routing request to the edge, never forwarded);
 - ``X-Forwarded-For`` gets the client address appended to the chain the client sent (the
@@ -64,6 +65,7 @@ _CONNECTION = b"connection"
 _EXPECT = b"expect"
 _XFF = b"x-forwarded-for"
 _FORCE_INSTANCE = b"roost-force-instance-id"
+_REFUSED = b"roost-refused"
 # Connection may name extra hop-by-hop headers, but never these: dropping a framing header
 # because a client listed it would be a request-smuggling gift.
 _NEVER_NAMED = HOP_BY_HOP | {b"close", _HOST, _CONTENT_LENGTH}
@@ -120,6 +122,8 @@ class RequestInfo:
     chunked: bool = False
     expect_continue: bool = False
     force_instance: bytes | None = None
+    instance: bytes | None = None  # Roost-Instance (backhaul requests only)
+    upgrade: bytes | None = None  # the Upgrade header of a tunnel-able request
 
 
 @dataclass(slots=True)
@@ -129,6 +133,7 @@ class ResponseInfo:
     content_length: int | None = None
     chunked: bool = False
     bad_framing: str | None = None
+    refused: bytes | None = None  # Roost-Refused (trusted only from a host proxy)
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -239,8 +244,14 @@ def prepare_head(
         info.host = authority
     elif info.host is None and not http10:
         raise errors.bad_request("missing Host header")
-    if upgrade and (info.chunked or info.content_length):
-        raise errors.bad_request("Upgrade request with a body")
+    if upgrade:
+        if info.chunked or info.content_length:
+            raise errors.bad_request("Upgrade request with a body")
+        for name, value in headers:
+            if name.lower() == b"upgrade" and b"h2c" not in value.lower():
+                info.upgrade = value
+                out += ((b"Connection", b"upgrade"), (b"Upgrade", value))
+                break
     return encode_head(method + b" " + target + b" HTTP/1.1\r\n", out), info
 
 
@@ -257,8 +268,13 @@ def _origin_form(target: bytes) -> tuple[bytes, bytes]:
     return host, path + b"?" + url.query if url.query is not None else path
 
 
-def prepare_response(headers: Headers, request_id: bytes) -> tuple[Headers, ResponseInfo]:
-    """Strip a response's hop-by-hop and ``roost-*`` headers; read its framing."""
+def prepare_response(headers: Headers, request_id: bytes | None) -> tuple[Headers, ResponseInfo]:
+    """Strip a response's hop-by-hop and ``roost-*`` headers; read its framing.
+
+    ``Roost-Refused`` is noted in ``info.refused`` (the edge trusts it only on a backhaul
+    connection; the host proxy strips it from instances' responses like every ``roost-*``).
+    ``request_id=None`` (the host proxy) adds neither ``Via`` nor ``Roost-Request-Id``.
+    """
     info = ResponseInfo()
     out: Headers = []
     named: set[bytes] | None = None
@@ -275,7 +291,8 @@ def prepare_response(headers: Headers, request_id: bytes) -> tuple[Headers, Resp
                     if token and token not in _NEVER_NAMED:
                         named = {token} if named is None else named | {token}
         elif lname.startswith(b"roost-"):
-            continue
+            if lname == _REFUSED:
+                info.refused = value
         else:
             if lname == _CONTENT_LENGTH:
                 text = value.strip(_OWS)
@@ -290,8 +307,9 @@ def prepare_response(headers: Headers, request_id: bytes) -> tuple[Headers, Resp
             out.append((name, value))
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
-    out.append((b"Via", VIA))
-    out.append((b"Roost-Request-Id", request_id))
+    if request_id is not None:
+        out.append((b"Via", VIA))
+        out.append((b"Roost-Request-Id", request_id))
     return out, info
 
 

@@ -1,8 +1,8 @@
 """The client side of the edge for HTTP/1.x: an ``asyncio.Protocol`` driving httptools.
 
 In uvicorn's style there is no task per request: parser callbacks build an
-:class:`~roost.proxy.forward.Exchange` per request and the exchange calls back into this
-connection (:class:`~roost.proxy.forward.Downstream`) to write the response.
+:class:`~roost.proxy.exchange.Exchange` per request and the exchange calls back into this
+connection (:class:`~roost.proxy.exchange.Downstream`) to write the response.
 
 Rules kept here:
 
@@ -18,8 +18,10 @@ Rules kept here:
 - **Expect: 100-continue is forwarded** and the instance's ``100 Continue`` relayed: the
   app decides whether it wants the body (and can refuse it with e.g. 413 before it is
   sent). HTTP/1.0 clients get neither (RFC 9110 section 10.1.1).
-- **Upgrade is ignored** (the header is hop-by-hop and dropped; RFC 9110 lets a server
-  ignore it), so ``Upgrade: h2c`` clients just get HTTP/1.1; WebSocket comes later.
+- **Upgrade** (WebSocket etc.) is forwarded and the connection becomes a byte tunnel only
+  once the instance answers 101 (:mod:`roost.proxy.tunnel`); until then input after the
+  request head is held and reading paused. Declined upgrades (any other answer) go on as
+  HTTP/1.1. ``Upgrade: h2c`` is ignored (dropped), so such clients just get HTTP/1.1.
 - **Closing.** A response that cannot be followed by another (client asked, framing
   error, draining, close-delimited body, or an answer sent before a large or
   100-continue request body was read) carries ``Connection: close``; a small unread body
@@ -35,13 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
+import struct
+import termios
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import httptools
 
 from roost.proxy import errors
-from roost.proxy.forward import EdgeContext, Exchange
+from roost.proxy.exchange import Exchange
 from roost.proxy.headers import (
     BODY_CHUNKED,
     BODY_NONE,
@@ -52,15 +57,18 @@ from roost.proxy.headers import (
     ResponseInfo,
     encode_head,
     frame_response,
-    prepare_head,
 )
+from roost.proxy.tunnel import CLIENT, UPSTREAM, Tunnel
 
 if TYPE_CHECKING:
-    from roost.proxy.edge import ConnectionRegistry
+    from roost.proxy.context import RelayContext
+    from roost.proxy.server import ConnectionRegistry
+    from roost.proxy.upstream import UpstreamConnection
 
 __all__ = ["ClientConnection"]
 
 PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
+PAUSE_UPGRADE = 8  # an upgrade request waits for its answer (101 or not)
 _LINGER = 2.0  # seconds to read-and-discard after an error response before closing
 _NEVER = float("inf")
 _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may include that much
@@ -74,7 +82,7 @@ class _Reject(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client TCP connection speaking HTTP/1.0 or HTTP/1.1."""
 
-    def __init__(self, ctx: EdgeContext, registry: ConnectionRegistry) -> None:
+    def __init__(self, ctx: RelayContext, registry: ConnectionRegistry) -> None:
         self._ctx = ctx
         self._limits = ctx.limits
         self._registry = registry
@@ -112,6 +120,11 @@ class ClientConnection(asyncio.Protocol):
         self._queue = collections.deque()
         self._mode = BODY_NONE
         self._close_after = False
+        self._tunnel: Tunnel | None = None  # set once upgraded: bytes are relayed as they come
+        self._upgrading: Exchange | None = None  # an upgrade request whose answer is awaited
+        self._upgrade_rest: bytes | None = None  # input after its head, held until then
+        self._rate_since = 0.0  # start of the current body-rate window (0: not measuring)
+        self._rate_bytes = 0  # request body bytes received in that window
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -119,8 +132,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self._client_ip = (peer[0] if peer else "").encode("ascii")
-        port = str(local[1]).encode("ascii") if local else b""
+        self._client_ip = (peer[0] if isinstance(peer, tuple) else "").encode("ascii")
+        port = str(local[1]).encode("ascii") if isinstance(local, tuple) else b""
         fwd = Forwarding(self._client_ip, b"http", port, self._ctx.region.encode("ascii"))
         self._fwd_tail = fwd.tail()
         self._registry.add(self)
@@ -129,6 +142,9 @@ class ClientConnection(asyncio.Protocol):
             self._close(linger=False)
 
     def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.received(CLIENT, data)
+            return
         if self._closing or self._stop_parsing:
             return
         if not self._deadline_is_head:
@@ -137,8 +153,16 @@ class ClientConnection(asyncio.Protocol):
         while True:
             try:
                 self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade as exc:  # Upgrade ignored: parse on
+            except httptools.HttpParserUpgrade as exc:
                 data = data[exc.args[0] :]
+                ex = self._upgrading
+                if ex is not None and not ex.finished and not self._stop_parsing:
+                    # hold the rest until the instance accepts (tunnel) or declines
+                    self._upgrade_rest = data
+                    self._stop_parsing = True
+                    self.pause_reading(PAUSE_UPGRADE)
+                    break
+                self._upgrading = None  # ignored or already answered: parse on
                 self.parser = httptools.HttpRequestParser(self)
                 if data and not self._stop_parsing:
                     continue
@@ -157,6 +181,8 @@ class ClientConnection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool:
+        if self._tunnel is not None:
+            return self._tunnel.eof(CLIENT)
         self._eof = True
         parsing = self._parsing
         if parsing is not None and not parsing.request_done:
@@ -167,6 +193,8 @@ class ClientConnection(asyncio.Protocol):
         self._closed = True
         self._clear_deadlines()
         self._registry.discard(self)
+        if self._tunnel is not None:
+            self._tunnel.lost(CLIENT)
         if self._active is not None:
             self._active.cancel()
         for item, _, _ in self._queue:
@@ -177,12 +205,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self._active is not None:
+        if self._tunnel is not None:
+            self._tunnel.pause(CLIENT)
+        elif self._active is not None:
             self._active.client_write_paused()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._active is not None:
+        if self._tunnel is not None:
+            self._tunnel.resume(CLIENT)
+        elif self._active is not None:
             self._active.client_write_resumed()
 
     # -- httptools callbacks ----------------------------------------------------------
@@ -227,7 +259,8 @@ class ClientConnection(asyncio.Protocol):
         rid = self._ctx.request_ids.next()
         version = parser.get_http_version()
         try:
-            head, info = prepare_head(
+            ex = self._ctx.new_exchange(
+                self,
                 method,
                 version,
                 self._url,
@@ -235,14 +268,15 @@ class ClientConnection(asyncio.Protocol):
                 self._fwd_tail,
                 self._client_ip,
                 rid,
-                upgrade=parser.should_upgrade(),
+                parser.should_upgrade(),
             )
         except errors.ProxyError as err:
             self._fail_parse(err)
         keep_alive = parser.should_keep_alive()
         http10 = version == "1.0"
-        host = (info.host or b"").decode("latin-1")
-        ex = self._parsing = Exchange(self._ctx, self, method, head, info, host, rid)
+        self._parsing = ex
+        if ex.info.upgrade is not None:
+            self._upgrading = ex
         self._parsing_keep_alive = keep_alive
         if self._active is None and not self._queue:
             self._activate(ex, keep_alive, http10, flush=False)
@@ -254,6 +288,7 @@ class ClientConnection(asyncio.Protocol):
         ex = self._parsing
         if ex is None:
             return
+        self._rate_bytes += len(body)
         if not ex.finished:
             ex.request_body(body)
             return
@@ -327,6 +362,30 @@ class ClientConnection(asyncio.Protocol):
             self._limits.request_buffer_bytes
         )
 
+    def send_upgrade(
+        self, ex: Exchange, head: bytes, conn: UpstreamConnection, rest: bytes
+    ) -> None:
+        """The instance accepted the upgrade: relay bytes both ways from now on."""
+        transport, upstream = self.transport, conn.transport
+        if transport is None or upstream is None or self._closed:
+            conn.abort()
+            ex.tunnel_closed()
+            return
+        self._out.append(head)
+        self.flush()
+        self._clear_deadlines()
+        self._upgrading = None
+        tunnel = self._tunnel = conn.tunnel = Tunnel(transport, upstream, ex.tunnel_closed)
+        tunnel.received(UPSTREAM, rest)
+        held, self._upgrade_rest = self._upgrade_rest, None
+        if held:
+            tunnel.received(CLIENT, held)
+        self._paused = 0
+        transport.resume_reading()
+        upstream.resume_reading()
+        if self.write_paused:
+            tunnel.pause(CLIENT)
+
     def abort_response(self, ex: Exchange) -> None:
         self._exchange_done(True, linger=False)
 
@@ -371,6 +430,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _exchange_done(self, close: bool, *, linger: bool) -> None:
         self._active = None
+        if self._upgrade_rest is not None and not (close or self._closing):
+            self._upgrade_declined()
         if close or self._closing:
             self._close(linger=linger)
             return
@@ -396,6 +457,22 @@ class ClientConnection(asyncio.Protocol):
                 self._close(linger=False)
             else:
                 self._arm_deadline()
+
+    def _upgrade_declined(self) -> None:
+        """The upgrade request got an ordinary answer: parse what followed it as HTTP."""
+        held, self._upgrade_rest = self._upgrade_rest, None
+        self._upgrading = None
+        self._stop_parsing = False
+        self.parser = httptools.HttpRequestParser(self)
+        if held:  # before any newer input: reading is still paused
+            self._ctx.loop.call_soon(self._feed_held, held)
+        else:
+            self.resume_reading(PAUSE_UPGRADE)
+
+    def _feed_held(self, held: bytes) -> None:
+        if not self._closed:
+            self.data_received(held)
+            self.resume_reading(PAUSE_UPGRADE)
 
     def _bad_input(self, err: errors.ProxyError) -> None:
         """Unparseable or rejected input: answer in turn, then close."""
@@ -436,13 +513,38 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
 
     def check_deadlines(self, now: float) -> None:
-        """Called every tick: the idle/head timeout here, the response timeout of the
-        request in flight."""
+        """Called every tick: the idle/head timeout and the body rate here, the response
+        (and queue) timeouts of the request in flight."""
         if now >= self._deadline:
             self._deadline = _NEVER
-            self._timed_out()
+            self._timed_out(now)
+        parsing = self._parsing
+        if parsing is not None and not parsing.request_done:
+            self._check_body_rate(parsing, now)
+        else:
+            self._rate_since = 0.0
         if self._active is not None:
             self._active.check_deadline(now)
+
+    def _check_body_rate(self, ex: Exchange, now: float) -> None:
+        """Request body minimum rate, measured per window while the edge is reading (not
+        while it paused reading itself, nor before a ``100-continue`` body started)."""
+        if self._paused or self._closing or (ex.info.expect_continue and not ex.bytes_in):
+            self._rate_since = 0.0
+            return
+        if not self._rate_since:
+            self._rate_since, self._rate_bytes = now, 0
+            return
+        elapsed = now - self._rate_since
+        limits = self._limits
+        if elapsed < limits.body_rate_window:
+            return
+        if self._rate_bytes < limits.body_min_rate * elapsed:
+            self._ctx.metrics.timed_out(role=self._ctx.role, kind="body_rate")
+            self._bad_input(errors.body_too_slow(limits.body_min_rate))
+            self.flush()
+        else:
+            self._rate_since, self._rate_bytes = now, 0
 
     def _arm_deadline(self) -> None:
         self._deadline_is_head = self._in_head
@@ -456,14 +558,35 @@ class ClientConnection(asyncio.Protocol):
             self._linger.cancel()
             self._linger = None
 
-    def _timed_out(self) -> None:
+    def _timed_out(self, now: float) -> None:
         if self._active is not None or self._queue or self._closing:
             return
         if self._in_head:
+            self._ctx.metrics.timed_out(role=self._ctx.role, kind="header_deadline")
             self._bad_input(errors.request_timeout())
             self.flush()
+        elif self._output_queued():
+            # a slow reader is still receiving the last response: not idle
+            self._deadline = now + self._limits.keepalive_timeout
         else:
+            self._ctx.metrics.timed_out(role=self._ctx.role, kind="keepalive_idle")
             self._close(linger=False)
+
+    def _output_queued(self) -> bool:
+        """Whether response bytes still wait in our buffer or the kernel's send queue."""
+        transport = self.transport
+        if transport is None:
+            return False
+        if transport.get_write_buffer_size():
+            return True
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return False
+        return bool(struct.unpack("i", raw)[0])
 
     @staticmethod
     def _status_line(status: int, reason: bytes) -> bytes:

@@ -23,12 +23,24 @@ _MAX_HOST_LEN = 255
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One running instance the edge may send requests to."""
+    """One running instance the edge may send requests to.
+
+    ``host:port`` is where the instance listens on its node. ``backhaul`` is the address of
+    the host proxy on that node (``unix:/path`` on one node; ``tcp:host:port`` with mTLS
+    when the mesh arrives): when set, the edge sends the request there naming the instance,
+    and the host proxy enforces the limits. ``None`` sends straight to ``host:port`` (an
+    edge without host proxies: tests, benchmarks) with no limits enforced anywhere.
+    """
 
     instance_id: str
     host: str
     port: int
     healthy: bool = True
+    node: str = ""
+    region: str = ""
+    backhaul: str | None = None
+    soft_limit: int = 20
+    hard_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

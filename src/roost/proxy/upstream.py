@@ -8,10 +8,11 @@ itself to the :class:`UpstreamPool` (reusable) or closes (not).
 
 Response framing: ``Content-Length``, chunked, or close-delimited (completes on a clean
 EOF); responses to HEAD and 1xx/204/304 responses have no body. Interim 1xx responses
-(``100 Continue``, ``103 Early Hints``) are passed on as they come; ``101`` is an error
-(the edge never asks for an upgrade). A connection that ends before the response is
-complete is reported with :func:`errors.upstream_lost`; whether that is retry-safe is
-decided there.
+(``100 Continue``, ``103 Early Hints``) are passed on as they come; ``101`` answers a
+request sent with ``upgrade=True`` by turning the connection into one side of a
+:class:`~roost.proxy.tunnel.Tunnel` (otherwise it is an error). A connection that ends
+before the response is complete is reported with :func:`errors.upstream_lost`; whether
+that is retry-safe is decided there.
 
 Flow control, both ways: the sink is told when this connection's write buffer is full
 (it pauses reading the client), and the sink pauses this connection's reading while the
@@ -32,12 +33,19 @@ from typing import Protocol, cast
 import httptools
 
 from roost.proxy import errors
+from roost.proxy.backhaul import parse_address
 from roost.proxy.headers import Headers, ResponseInfo
 from roost.proxy.routes import Backend
+from roost.proxy.tunnel import UPSTREAM, Tunnel
 
-__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamSink"]
+__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamSink", "pool_key"]
 
-Key = tuple[str, int]
+Key = str | tuple[str, int]  # a backhaul address, or an instance's (host, port)
+
+
+def pool_key(backend: Backend) -> Key:
+    """Connections are pooled per host proxy (backhaul address), else per instance address."""
+    return backend.backhaul or (backend.host, backend.port)
 
 
 class UpstreamSink(Protocol):
@@ -53,6 +61,9 @@ class UpstreamSink(Protocol):
     def upstream_flush(self) -> None: ...
     def upstream_write_paused(self) -> None: ...
     def upstream_write_resumed(self) -> None: ...
+    def upstream_upgraded(
+        self, conn: UpstreamConnection, status: int, reason: bytes, headers: Headers, rest: bytes
+    ) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -87,11 +98,21 @@ class UpstreamConnection(asyncio.Protocol):
         self._done: UpstreamSink | None = None  # finished, not yet told (see _finish)
         self._reusable = False
         self._done_trailers: Headers = []
+        self._upgrade_ok = False  # the request asked for an upgrade: a 101 may come
+        self._switching = False  # the response is a 101
+        self.tunnel: Tunnel | None = None  # set once upgraded
 
     # -- used by the exchange ---------------------------------------------------------
 
     def send_request(
-        self, sink: UpstreamSink, head: bytes, *, chunked: bool, has_body: bool, head_req: bool
+        self,
+        sink: UpstreamSink,
+        head: bytes,
+        *,
+        chunked: bool,
+        has_body: bool,
+        head_req: bool,
+        upgrade: bool = False,
     ) -> None:
         """Bind ``sink`` and queue a request head (call :meth:`flush` to write)."""
         self._sink = sink
@@ -102,6 +123,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = chunked
         self._request_done = not has_body
         self._head_request = head_req
+        self._upgrade_ok = upgrade
+        self._switching = False
         self._head_done = self._skip_rest = self._eof_framed = self._interim = False
         self._head_bytes = 0
         self._error = None
@@ -146,6 +169,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Close the connection."""
         if not self.closed:
             self.closed = True
+            self.pool.closed += 1
             self.pool.forget(self)
             if self.transport is not None:
                 self.transport.abort() if abort else self.transport.close()
@@ -156,13 +180,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.received(UPSTREAM, data)
+            return
         sink = self._sink
         if sink is None:  # bytes on an idle connection: the server is confused
             self.close()
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
+            if self._upgrade_ok and self._switching:
+                self._sink = None
+                sink.upstream_upgraded(self, 101, self._reason, self._headers, data[exc.args[0] :])
+                return
             self._fail(errors.upstream_bad_response(self.instance_id, "unexpected upgrade"))
         except httptools.HttpParserError as exc:
             self._fail(self._error or errors.upstream_bad_response(self.instance_id, str(exc)))
@@ -175,11 +206,18 @@ class UpstreamConnection(asyncio.Protocol):
         sink.upstream_flush()
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return self.tunnel.eof(UPSTREAM)
         return False  # close; connection_lost decides what the EOF meant
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self.pool.closed += 1
         self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.lost(UPSTREAM)
+            return
         sink, self._sink = self._sink, None
         if sink is None:
             return
@@ -199,11 +237,15 @@ class UpstreamConnection(asyncio.Protocol):
         sink.upstream_flush()
 
     def pause_writing(self) -> None:
-        if self._sink is not None:
+        if self.tunnel is not None:
+            self.tunnel.pause(UPSTREAM)
+        elif self._sink is not None:
             self._sink.upstream_write_paused()
 
     def resume_writing(self) -> None:
-        if self._sink is not None:
+        if self.tunnel is not None:
+            self.tunnel.resume(UPSTREAM)
+        elif self._sink is not None:
             self._sink.upstream_write_resumed()
 
     # -- httptools callbacks ----------------------------------------------------------
@@ -229,6 +271,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200:
             self._interim = True
+            self._switching = status == 101
             if status != 101:  # 101 makes feed_data raise HttpParserUpgrade
                 sink.upstream_interim(status, self._reason, self._headers)
             return
@@ -303,38 +346,68 @@ class UpstreamPool:
         idle_timeout: float = 4.0,
         connect_timeout: float = 5.0,
         max_head_bytes: int = 256 * 1024,
+        backhaul_max_idle: int = 512,
+        backhaul_idle_timeout: float = 30.0,
     ) -> None:
         self.loop = loop
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_head_bytes = max_head_bytes
+        self.backhaul_max_idle = backhaul_max_idle  # backhaul keys (str): own settings
+        self.backhaul_idle_timeout = backhaul_idle_timeout
         self._idle: dict[Key, collections.deque[UpstreamConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self.opened = 0  # connections opened so far
+        self.closed = 0  # ... and closed
+        self.reused = 0  # requests sent on a pooled connection
+
+    def stats(self) -> dict[str, int]:
+        """Counts for metrics (read at scrape time)."""
+        idle = self.idle_count
+        return {
+            "idle": idle,
+            "active": self.opened - self.closed - idle,
+            "opened": self.opened,
+            "closed": self.closed,
+            "reused": self.reused,
+        }
 
     def take(self, backend: Backend) -> UpstreamConnection | None:
         """An idle connection to ``backend``, or None (then :meth:`connect`)."""
-        idle = self._idle.get((backend.host, backend.port))
+        key = backend.backhaul or (backend.host, backend.port)
+        idle = self._idle.get(key)
         if not idle:
             return None
-        fresh_since = self.loop.time() - self.idle_timeout
+        fresh_since = self.loop.time() - self._idle_timeout(key)
         while idle:
             conn = idle.pop()
             conn.in_pool = False
             if not conn.closed:
                 if conn.idle_since > fresh_since:
+                    self.reused += 1
                     return conn
                 conn.close()  # the sweeper had not got to it yet
         return None
 
     async def connect(self, backend: Backend) -> UpstreamConnection:
         """A new connection to ``backend``; raises OSError or TimeoutError."""
-        key = (backend.host, backend.port)
+        key = pool_key(backend)
+
+        def factory() -> UpstreamConnection:
+            return UpstreamConnection(self, key, backend.instance_id)
+
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await self.loop.create_connection(
-                lambda: UpstreamConnection(self, key, backend.instance_id), *key
-            )
+            if isinstance(key, tuple):
+                _, conn = await self.loop.create_connection(factory, *key)
+            else:
+                kind, host, port = parse_address(key)
+                if kind == "unix":
+                    _, conn = await self.loop.create_unix_connection(factory, host)
+                else:
+                    _, conn = await self.loop.create_connection(factory, host, port)
+        self.opened += 1
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -342,7 +415,8 @@ class UpstreamPool:
         idle = self._idle.get(conn.key)
         if idle is None:
             idle = self._idle[conn.key] = collections.deque()
-        if self._closed or conn.closed or len(idle) >= self.max_idle:
+        limit = self.max_idle if isinstance(conn.key, tuple) else self.backhaul_max_idle
+        if self._closed or conn.closed or len(idle) >= limit:
             conn.close()
             return
         conn.resume_reading()  # notice the server closing it while idle
@@ -350,7 +424,14 @@ class UpstreamPool:
         conn.idle_since = self.loop.time()
         idle.append(conn)
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _idle_timeout(self, key: Key) -> float:
+        return self.idle_timeout if isinstance(key, tuple) else self.backhaul_idle_timeout
+
+    @property
+    def _sweep_every(self) -> float:
+        return min(self.idle_timeout, self.backhaul_idle_timeout) / 2
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Drop a connection that closed while idle."""
@@ -367,14 +448,15 @@ class UpstreamPool:
 
     def _sweep(self) -> None:
         self._sweeper = None
-        deadline = self.loop.time() - self.idle_timeout
+        now = self.loop.time()
         for key, idle in list(self._idle.items()):
+            deadline = now - self._idle_timeout(key)
             while idle and idle[0].idle_since <= deadline:
                 idle[0].close()  # forget() pops it
             if not idle:
                 del self._idle[key]
         if self._idle and not self._closed:
-            self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     def close(self) -> None:
         """Close every idle connection and stop pooling."""

@@ -1,0 +1,102 @@
+"""What every exchange of one proxy shares: sizes and timeouts (:class:`Limits`) and the
+per-listener context (:class:`RelayContext`; the edge's and host proxy's extend it).
+
+The context is the seam between the HTTP codec and the proxy's policy: the codec parses a
+request head and asks :meth:`RelayContext.new_exchange` for the exchange that will carry
+it (an edge exchange routes and balances; a host exchange admits and forwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from roost.proxy.headers import Headers, RequestIds
+from roost.proxy.metrics import Metrics, NullMetrics
+from roost.proxy.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from roost.proxy.exchange import Downstream, Exchange
+
+__all__ = ["Limits", "RelayContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes and timeouts of the edge and the host proxy (``start_edge(**limits)``)."""
+
+    max_header_bytes: int = 64 * 1024  # request line + headers -> 431 beyond
+    max_uri_bytes: int = 8 * 1024  # request target -> 414 beyond
+    max_headers: int = 128  # header lines -> 431 beyond
+    request_buffer_bytes: int = 256 * 1024  # body held while connecting; reading pauses beyond
+    retry_buffer_bytes: int = 1 << 20  # body kept for a replay; larger bodies are not retried
+    max_attempts: int = 5  # attempts per request per round (a wake-up starts a new round)
+    queue_timeout: float = 5.0  # how long a request waits for capacity -> 503 at capacity
+    queue_max: int = 200  # waiting requests per app -> 503 at once beyond
+    strategy: Literal["closest", "leastload"] = "closest"
+    keepalive_timeout: float = 75.0  # idle client connection
+    header_timeout: float = 30.0  # a started request head must complete within -> 408
+    body_min_rate: int = 1024  # request body bytes/s over each body_rate_window -> 408 below
+    body_rate_window: float = 10.0
+    connect_timeout: float = 5.0  # per upstream (backhaul or instance) connect attempt
+    response_timeout: float = 60.0  # request fully sent -> response head, else 504
+    upstream_max_idle: int = 256  # idle pooled connections kept per upstream address
+    upstream_idle_timeout: float = 4.0  # below the instances' own keep-alive timeout
+    backhaul_max_idle: int = 512  # idle backhaul connections kept per host proxy
+    backhaul_idle_timeout: float = 30.0  # below the host proxy's keepalive_timeout
+    shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
+
+    @property
+    def tick(self) -> float:
+        """How often deadlines are checked: timeouts fire up to one tick late. (A
+        ``call_later`` per request costs more than the rest of the request.)"""
+        shortest = min(
+            self.header_timeout,
+            self.keepalive_timeout,
+            self.response_timeout,
+            self.queue_timeout,
+            self.body_rate_window,
+        )
+        return max(0.01, min(1.0, shortest / 4))
+
+
+class RelayContext:
+    """What every exchange of one proxy (edge or host) shares."""
+
+    role: Literal["edge", "host"] = "edge"
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: UpstreamPool,
+        limits: Limits,
+        region: str,
+        request_ids: RequestIds,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.limits = limits
+        self.region = region
+        self.request_ids = request_ids
+        self.metrics: Metrics = metrics if metrics is not None else NullMetrics()
+        self.tasks: set[asyncio.Task[None]] = set()  # connect attempts in progress
+
+    def new_exchange(
+        self,
+        down: Downstream,
+        method: bytes,
+        version: str,
+        target: bytes,
+        headers: Headers,
+        fwd_tail: tuple[tuple[bytes, bytes], ...],
+        client_ip: bytes,
+        request_id: bytes,
+        upgrade: bool,
+    ) -> Exchange:
+        """An exchange for a parsed request head (raises ProxyError to reject it)."""
+        raise NotImplementedError
+
+    def tick(self, now: float) -> None:
+        """Called once per tick by the connection registry."""

@@ -1,0 +1,294 @@
+"""A full request path in one process for tests: edge -> backhaul socket -> host proxy ->
+instances that record what they saw and how many requests they served at once.
+
+Instances (:class:`Instance`) are h11 servers. Paths: ``/`` answers at once, ``/sleep/MS``
+after MS milliseconds, ``/gate`` when the instance's ``gate`` is set, ``/drop`` reads the
+request then closes without answering, ``/ws`` with ``Upgrade`` answers 101 and then
+echoes bytes upper-cased until EOF (then sends ``BYE`` and closes). Every request is
+recorded with its ``X-Test-Id`` header and body digest; ``max_active`` is the most
+requests it ever had in progress at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h11
+
+from roost.proxy import (
+    Backend,
+    HostTarget,
+    InstanceTable,
+    RouteHolder,
+    RouteTable,
+    TableHolder,
+    start_edge,
+    start_host_proxy,
+)
+from roost.proxy.backhaul import unix_address
+from roost.proxy.edge import Edge
+from roost.proxy.host import HostProxy
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+@dataclass
+class Instance:
+    ident: str
+    hard: int | None = None
+    soft: int = 20
+    node: str = "n1"
+    rtt: float = 0.0
+    port: int = 0
+    active: int = 0
+    max_active: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    server: asyncio.Server | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def start(self) -> Instance:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.gate.set()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    def ids(self) -> list[str]:
+        return [s["test_id"] for s in self.seen]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while await self._one(conn, reader, writer):
+                conn.start_next_cycle()
+        except (ConnectionError, h11.RemoteProtocolError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self.tasks.discard(task)
+
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await reader.read(65536))
+
+    async def _echo_upper(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: dict[str, str],
+    ) -> None:
+        """Accept the upgrade (101), then echo every byte upper-cased until EOF."""
+        key = headers.get("sec-websocket-key", "")
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+        )
+        data = conn.trailing_data[0]
+        while True:
+            if data:
+                writer.write(data.upper())
+                await writer.drain()
+            data = await reader.read(65536)
+            if not data:
+                break
+        writer.write(b"BYE")
+        await writer.drain()
+
+    async def _one(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        request = await self._next(conn, reader)
+        if not isinstance(request, h11.Request):
+            return False
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            while True:
+                event = await self._next(conn, reader)
+                if isinstance(event, h11.Data):
+                    digest.update(event.data)
+                    size += len(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:
+                    return False
+            headers = {n.decode().lower(): v.decode("latin-1") for n, v in request.headers}
+            target = request.target.decode()
+            self.seen.append(
+                {
+                    "test_id": headers.get("x-test-id", ""),
+                    "target": target,
+                    "headers": headers,
+                    "body_len": size,
+                    "body_sha256": digest.hexdigest(),
+                }
+            )
+            if target == "/drop":
+                return False
+            if target == "/ws" and "upgrade" in headers:
+                await self._echo_upper(conn, reader, writer, headers)
+                return False
+            if target.startswith("/sleep/"):
+                await asyncio.sleep(int(target.split("/")[2]) / 1000)
+            elif target == "/gate":
+                await self.gate.wait()
+            body = self.ident.encode()
+            headers_out = [("Content-Length", str(len(body))), ("Roost-Refused", "full")]
+            writer.write(conn.send(h11.Response(status_code=200, headers=headers_out)))
+            writer.write(conn.send(h11.Data(data=body)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            return True
+        finally:
+            self.active -= 1
+
+
+@dataclass
+class Rig:
+    edge: Edge
+    host: HostProxy
+    instances: list[Instance]
+    routes: RouteHolder
+    table: TableHolder
+
+    @property
+    def port(self) -> int:
+        return self.edge.port
+
+    def by_id(self, ident: str) -> Instance:
+        return next(i for i in self.instances if i.ident == ident)
+
+
+def backends(instances: list[Instance], address: str) -> list[Backend]:
+    return [
+        Backend(
+            i.ident,
+            "127.0.0.1",
+            i.port,
+            node=i.node,
+            backhaul=address,
+            soft_limit=i.soft,
+            hard_limit=i.hard,
+        )
+        for i in instances
+    ]
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    tmp: Path,
+    instances: list[Instance],
+    *,
+    stale_loads: bool = False,
+    host_only: tuple[str, ...] | None = None,
+    metrics: Any = None,
+    **limits: Any,
+) -> AsyncIterator[Rig]:
+    """Edge + host proxy + ``instances`` behind app "demo" (app "other" has instance
+    "o1" when listed). ``stale_loads``: the edge sees load 0 everywhere (as if its load
+    view lagged), so only the host proxy's refusals keep limits. ``host_only``: the host
+    proxy knows only these instance ids."""
+    for inst in instances:
+        await inst.start()
+    table = TableHolder(
+        InstanceTable(
+            HostTarget(
+                i.ident,
+                "other" if i.ident.startswith("o") else "demo",
+                i.port,
+                soft_limit=i.soft,
+                hard_limit=i.hard,
+            )
+            for i in instances
+            if host_only is None or i.ident in host_only
+        )
+    )
+    host_limits = {k: v for k, v in limits.items() if k != "queue_timeout"}
+    host = await start_host_proxy(str(tmp / "backhaul.sock"), table, metrics=metrics, **host_limits)
+    address = unix_address(host.path)
+    demo = [i for i in instances if not i.ident.startswith("o")]
+    other = [i for i in instances if i.ident.startswith("o")]
+    routes = RouteHolder(
+        RouteTable.build(
+            [("demo", []), ("other", [])],
+            {"demo": backends(demo, address), "other": backends(other, address)},
+        )
+    )
+    rtts = {i.node: i.rtt for i in instances}
+    loads: Callable[[str], int] | None = (lambda _: 0) if stale_loads else None
+    edge = await start_edge(
+        "127.0.0.1",
+        0,
+        routes,
+        region="tst",
+        admission=host.admission,
+        loads=loads,
+        rtt=lambda node: rtts.get(node, 0.0),
+        metrics=metrics,
+        **limits,
+    )
+    if stale_loads:
+        edge.context.inflight = _Blind()
+    try:
+        yield Rig(edge, host, instances, routes, table)
+    finally:
+        from tests.integration.test_edge_http1 import RawClient
+
+        while RawClient.opened:
+            await RawClient.opened.pop().close()
+        await edge.close(timeout=2.0)
+        await host.close(timeout=2.0)
+        for inst in instances:
+            await inst.close()
+
+
+class _Blind(dict[str, int]):
+    """An in-flight map that always reads 0 (the edge's own counts ignored too)."""
+
+    def get(self, key: str, default: Any = None) -> int:  # type: ignore[override]
+        return 0
+
+
+class Recorder:
+    """Metrics that record every call as (method, kwargs)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.pools: dict[str, Any] = {}
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [kw for n, kw in self.calls if n == name]
+
+    def register_pool(self, name: str, pool: Any) -> None:
+        self.pools[name] = pool
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(**kw: Any) -> None:
+            self.calls.append((name, kw))
+
+        return record

@@ -1,0 +1,297 @@
+"""The full request path over real sockets: client -> edge -> backhaul -> host proxy -> instance.
+
+Limits (hard_limit), refusals and retries, the never-twice rule, waiting for capacity,
+forced instances and per-app isolation, observed from outside: status codes, what each
+instance received and how many requests it ever had in progress at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.integration.hostrig import Instance, Recorder, rig
+from tests.integration.test_edge_http1 import RawClient, Response, fetch, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def req(
+    path: str = "/", *, host: str = "demo.localhost", test_id: str = "", extra: str = ""
+) -> bytes:
+    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{tid}{extra}\r\n".encode()
+
+
+def post(path: str, body: bytes, *, test_id: str = "", host: str = "demo.localhost") -> bytes:
+    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{tid}Content-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def test_request_reaches_instance_through_host_proxy(tmp_path: Path) -> None:
+    """A request is served by the instance; the backhaul header never reaches it."""
+    async with rig(tmp_path, [Instance("a")]) as r:
+        resp = await fetch(r.port, req(extra="Roost-Instance: evil\r\n"))
+        assert resp.status == 200 and resp.body == b"a"
+        seen = r.by_id("a").seen[0]["headers"]
+        assert "roost-instance" not in seen and "roost-refused" not in seen
+        assert seen["roost-request-id"] == resp.header("roost-request-id")
+        assert seen["roost-client-ip"] == "127.0.0.1"
+        assert resp.header("roost-refused") is None  # the app's forged header is stripped
+        assert r.host.admission.snapshot() == {}
+
+
+async def test_backhaul_socket_is_private(tmp_path: Path) -> None:
+    """The backhaul socket is mode 0600 (the filesystem authenticates the local hop)."""
+    async with rig(tmp_path, [Instance("a")]) as r:
+        assert stat.S_IMODE(os.stat(r.host.path).st_mode) == 0o600
+    assert not Path(r.host.path).exists()
+
+
+async def test_hard_limit_never_exceeded_under_200_clients(tmp_path: Path) -> None:
+    """200 concurrent clients, 3 instances with hard_limit 4: all served, none above 4."""
+    instances = [Instance(n, hard=4, soft=2) for n in ("a", "b", "c")]
+    async with rig(tmp_path, instances) as r:
+        results = await asyncio.gather(
+            *(fetch(r.port, req("/sleep/20", test_id=f"t{i}")) for i in range(200))
+        )
+        assert [x.status for x in results] == [200] * 200
+        assert max(i.max_active for i in instances) <= 4
+        assert sum(len(i.seen) for i in instances) == 200
+        assert all(i.max_active == 4 for i in instances)  # they were all driven to the limit
+
+
+async def test_limit_holds_with_stale_load_view(tmp_path: Path) -> None:
+    """With the edge blind to load, the host proxy's refusals alone keep the limit."""
+    instances = [Instance(n, hard=3) for n in ("a", "b")]
+    async with rig(tmp_path, instances, stale_loads=True) as r:
+        results = await asyncio.gather(
+            *(fetch(r.port, req("/sleep/20", test_id=f"t{i}")) for i in range(100))
+        )
+        assert [x.status for x in results] == [200] * 100
+        assert max(i.max_active for i in instances) <= 3
+
+
+async def test_refused_request_is_retried_on_another_instance(tmp_path: Path) -> None:
+    """The closest instance is full (edge unaware): the host refuses, the next one serves."""
+    near, far = Instance("a", hard=1), Instance("b", hard=1, node="n2", rtt=0.01)
+    metrics = Recorder()
+    async with rig(tmp_path, [near, far], stale_loads=True, metrics=metrics) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate", test_id="holder", extra="Roost-Force-Instance-Id: a\r\n"))
+        await wait_for(lambda: near.active == 1, what="a busy")
+        resp = await fetch(r.port, req(test_id="second"))
+        assert resp.status == 200 and resp.body == b"b"
+        assert near.ids() == ["holder"] and far.ids() == ["second"]
+        assert {"app": "demo", "reason": "refused"} in metrics.of("retried")
+        assert any(c["role"] == "host" for c in metrics.of("refused"))
+        near.gate.set()
+        assert (await held.response()).status == 200
+
+
+async def test_post_body_replayed_after_refusal(tmp_path: Path) -> None:
+    """A refused POST's body (kept up to retry_buffer_bytes) reaches the next instance intact."""
+    near, far = Instance("a", hard=1), Instance("b", node="n2", rtt=0.01)
+    body = os.urandom(200_000)
+    async with rig(tmp_path, [near, far], stale_loads=True) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
+        await wait_for(lambda: near.active == 1, what="a busy")
+        resp = await fetch(r.port, post("/up", body, test_id="p"))
+        assert resp.status == 200 and resp.body == b"b"
+        seen = far.seen[0]
+        assert seen["body_len"] == len(body)
+        assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+        near.gate.set()
+
+
+async def test_body_beyond_retry_buffer_is_not_retried(tmp_path: Path) -> None:
+    """A refused request whose body was not kept is answered 503, never sent elsewhere."""
+    near, far = Instance("a", hard=1), Instance("b", node="n2", rtt=0.01)
+    async with rig(tmp_path, [near, far], stale_loads=True, retry_buffer_bytes=1000) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
+        await wait_for(lambda: near.active == 1, what="a busy")
+        resp = await fetch(r.port, post("/up", b"x" * 5000, test_id="big"))
+        assert resp.status == 503 and b"at capacity" in resp.body
+        assert "big" not in near.ids() + far.ids()
+        near.gate.set()
+
+
+async def test_unreachable_instance_refused_then_retried(tmp_path: Path) -> None:
+    """The host proxy cannot connect to an instance: refusal 'unreachable', next one serves."""
+    dead, live = Instance("a"), Instance("b", node="n2", rtt=0.01)
+    async with rig(tmp_path, [dead, live]) as r:
+        assert dead.server is not None
+        dead.server.close()
+        await dead.server.wait_closed()
+        for i in range(3):
+            resp = await fetch(r.port, req(test_id=f"u{i}"))
+            assert resp.status == 200 and resp.body == b"b"
+
+
+async def test_instance_unknown_to_host_is_retried_elsewhere(tmp_path: Path) -> None:
+    """A stale route to an instance its host no longer has: refused 'unknown', retried."""
+    gone, live = Instance("a"), Instance("b", node="n2", rtt=0.01)
+    async with rig(tmp_path, [gone, live], host_only=("b",)) as r:
+        resp = await fetch(r.port, req(test_id="x"))
+        assert resp.status == 200 and resp.body == b"b"
+        assert gone.seen == []
+
+
+async def test_never_twice_under_contention(tmp_path: Path) -> None:
+    """Many POSTs with refusals and retries: every request is seen by exactly one instance."""
+    instances = [Instance(n, hard=2) for n in ("a", "b", "c")]
+    async with rig(tmp_path, instances, stale_loads=True) as r:
+        results = await asyncio.gather(
+            *(fetch(r.port, post("/sleep/10", b"body", test_id=f"p{i}")) for i in range(120))
+        )
+        assert [x.status for x in results] == [200] * 120
+        ids = [t for i in instances for t in i.ids()]
+        assert sorted(ids) == sorted(f"p{i}" for i in range(120))
+        assert max(i.max_active for i in instances) <= 2
+
+
+async def test_instance_that_saw_request_never_sees_it_again(tmp_path: Path) -> None:
+    """An instance that read a POST and hung up: 502, and no other instance gets it."""
+    a, b = Instance("a"), Instance("b", node="n2", rtt=0.01)
+    async with rig(tmp_path, [a, b]) as r:
+        resp = await fetch(r.port, post("/drop", b"once", test_id="once"))
+        assert resp.status == 502
+        assert a.ids() == ["once"] and b.ids() == []
+
+
+async def test_waits_for_capacity_then_succeeds(tmp_path: Path) -> None:
+    """With the only instance full, a request waits and is served once it frees up."""
+    a = Instance("a", hard=1)
+    metrics = Recorder()
+    async with rig(tmp_path, [a], metrics=metrics) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate", test_id="first"))
+        await wait_for(lambda: a.active == 1, what="a busy")
+        waiting = asyncio.ensure_future(fetch(r.port, req(test_id="second")))
+        await wait_for(lambda: r.edge.context.queues.waiting("demo") == 1, what="queued")
+        assert a.ids() == ["first"]
+        a.gate.set()
+        assert (await held.response()).status == 200
+        assert (await waiting).status == 200
+        assert a.ids() == ["first", "second"] and a.max_active == 1
+        assert [w["outcome"] for w in metrics.of("queue_wait")] == ["served"]
+
+
+async def test_wait_times_out_with_503_at_capacity(tmp_path: Path) -> None:
+    """Still full after queue_timeout: 503 saying the app is at capacity."""
+    a = Instance("a", hard=1)
+    async with rig(tmp_path, [a], queue_timeout=0.3) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate"))
+        await wait_for(lambda: a.active == 1, what="a busy")
+        resp = await fetch(r.port, req(test_id="late"))
+        assert resp.status == 503 and b'app "demo" is at capacity' in resp.body
+        assert resp.header("retry-after") == "1"
+        assert "late" not in a.ids()
+        a.gate.set()
+
+
+async def test_full_queue_answers_503_at_once(tmp_path: Path) -> None:
+    """Beyond queue_max waiting requests, the next gets 503 without waiting."""
+    a = Instance("a", hard=1)
+    async with rig(tmp_path, [a], queue_max=2) as r:
+        held = await RawClient.open(r.port)
+        held.send(req("/gate"))
+        await wait_for(lambda: a.active == 1, what="a busy")
+        waiting = [asyncio.ensure_future(fetch(r.port, req(test_id=f"w{i}"))) for i in range(2)]
+        await wait_for(lambda: r.edge.context.queues.waiting("demo") == 2, what="queued")
+        resp = await fetch(r.port, req(test_id="over"))
+        assert resp.status == 503 and b"at capacity" in resp.body
+        a.gate.set()
+        assert [(await w).status for w in waiting] == [200, 200]
+        assert "over" not in a.ids()
+
+
+async def test_force_instance(tmp_path: Path) -> None:
+    """Forced: served by that instance; unknown -> 404; full -> waits, then 503."""
+    a, b = Instance("a", hard=1), Instance("b", hard=1)
+    async with rig(tmp_path, [a, b], queue_timeout=0.3) as r:
+        for _ in range(3):
+            resp = await fetch(r.port, req(extra="Roost-Force-Instance-Id: b\r\n"))
+            assert resp.status == 200 and resp.body == b"b"
+        resp = await fetch(r.port, req(extra="Roost-Force-Instance-Id: zz\r\n"))
+        assert resp.status == 404 and b'no instance "zz"' in resp.body
+        held = await RawClient.open(r.port)
+        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
+        await wait_for(lambda: a.active == 1, what="a busy")
+        resp = await fetch(r.port, req(test_id="f", extra="Roost-Force-Instance-Id: a\r\n"))
+        assert resp.status == 503
+        assert "f" not in a.ids() + b.ids()
+        resp = await fetch(r.port, req(test_id="free"))  # unforced: b has room
+        assert resp.status == 200 and resp.body == b"b"
+        a.gate.set()
+
+
+async def test_flooded_app_does_not_starve_another(tmp_path: Path) -> None:
+    """App demo flooded far past its limit (503s); app other's requests all succeed."""
+    flooded = [Instance("a", hard=2)]
+    calm = [Instance("o1")]
+    async with rig(tmp_path, flooded + calm, queue_max=20, queue_timeout=0.5) as r:
+        flood = [
+            asyncio.ensure_future(fetch(r.port, req("/sleep/50", test_id=f"f{i}")))
+            for i in range(300)
+        ]
+        calm_results: list[Response] = []
+        for i in range(30):
+            calm_results.append(await fetch(r.port, req(host="other.localhost", test_id=f"o{i}")))
+        statuses = [x.status for x in await asyncio.gather(*flood)]
+        assert [x.status for x in calm_results] == [200] * 30
+        assert statuses.count(503) > 0 and statuses.count(200) > 0
+        assert set(statuses) <= {200, 503}
+        assert flooded[0].max_active <= 2
+
+
+WS_REQUEST = (
+    b"GET /ws HTTP/1.1\r\nHost: demo.localhost\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float = 5.0) -> bytes:
+    data = b""
+    async with asyncio.timeout(timeout):
+        while marker not in data:
+            chunk = await reader.read(65536)
+            assert chunk, f"EOF before {marker!r}: {data!r}"
+            data += chunk
+    return data
+
+
+async def test_websocket_upgrade_tunnelled_through_both_hops(tmp_path: Path) -> None:
+    """101 from the instance turns both hops into a tunnel: bytes flow both ways, EOF ends it;
+    the tunnel counts against the hard limit while open."""
+    a = Instance("a", hard=1)
+    async with rig(tmp_path, [a], queue_timeout=0.3) as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        writer.write(WS_REQUEST + b"early")  # bytes after the head wait for the 101
+        head = await read_until(reader, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+        assert b"Roost-Request-Id: " in head
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        rest += await read_until(reader, b"EARLY") if b"EARLY" not in rest else b""
+        writer.write(b"hello")
+        assert b"HELLO" in await read_until(reader, b"HELLO")
+        assert r.host.admission.load("a") == 1
+        busy = await fetch(r.port, req(test_id="blocked"))  # the tunnel holds a's only slot
+        assert busy.status == 503
+        writer.write_eof()
+        assert (await read_until(reader, b"BYE")).endswith(b"BYE")
+        assert await reader.read() == b""
+        writer.close()
+        await wait_for(lambda: r.host.admission.load("a") == 0, what="slot released")
+        assert (await fetch(r.port, req())).status == 200
