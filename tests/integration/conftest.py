@@ -42,6 +42,8 @@ class RoostNode:
             "0",
             "--api-port",
             "0",
+            "--admin-port",
+            "0",
         ]
         if not self.demo:
             args.append("--no-demo")

@@ -239,7 +239,9 @@ def test_platform_sigkill_readopts_running_instances(make_node):
 def test_two_nodes_cannot_share_a_data_dir(make_node):
     """A second `roost up` on the same data dir fails with one clear line."""
     node = make_node("shared").start()
-    res = node.cli("up", "--http-port", "0", "--api-port", "0", "--no-demo", check=False)
+    res = node.cli(
+        "up", "--http-port", "0", "--api-port", "0", "--admin-port", "0", "--no-demo", check=False
+    )
     assert res.returncode == 1
     assert "already running" in res.stderr and "Traceback" not in res.stderr
 

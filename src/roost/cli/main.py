@@ -60,11 +60,30 @@ def cli(ctx: click.Context, data_dir: Path | None, api_url: str | None, token: s
 @click.option("--http-port", default=8080, show_default=True, help="edge HTTP port")
 @click.option("--api-port", default=4280, show_default=True, help="control-plane API port")
 @click.option("--host", "http_host", default="127.0.0.1", show_default=True, help="edge address")
+@click.option(
+    "--admin-port",
+    default=9280,
+    show_default=True,
+    help="admin port on 127.0.0.1: Prometheus /metrics and /healthz (0 = any free)",
+)
+@click.option(
+    "--drain-timeout",
+    default=30.0,
+    show_default=True,
+    help="seconds in-flight requests may take to finish on Ctrl-C / SIGTERM",
+)
 @click.option("--region", default="local", show_default=True, help="this node's region")
 @click.option("--demo/--no-demo", default=True, help="deploy the demo app (3 instances)")
 @click.pass_context
 def up(
-    ctx: click.Context, http_port: int, api_port: int, http_host: str, region: str, demo: bool
+    ctx: click.Context,
+    http_port: int,
+    api_port: int,
+    http_host: str,
+    admin_port: int,
+    drain_timeout: float,
+    region: str,
+    demo: bool,
 ) -> None:
     """Run a single-node Roost in the foreground (catalog, agent, API, edge)."""
     from roost.node.datadir import default_data_dir
@@ -75,6 +94,8 @@ def up(
         http_host=http_host,
         http_port=http_port,
         api_port=api_port,
+        admin_port=admin_port,
+        drain_timeout=drain_timeout,
         region=region,
         demo=demo,
     )
@@ -83,6 +104,8 @@ def up(
         click.echo(f"roost {info.node_id} is up (data dir {info.data_dir})")
         click.echo(f"  edge  {info.edge_url}")
         click.echo(f"  API   {info.api_url}  (token in {info.data_dir / 'token'})")
+        if info.admin_url:
+            click.echo(f"  admin {info.admin_url}/metrics")
         if opts.demo:
             host = info.edge_url.split("//", 1)[1]
             click.echo(f"  try   curl -H 'Host: demo.localhost' http://{host}/")

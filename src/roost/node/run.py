@@ -1,11 +1,15 @@
 """Compose and run a single Roost node (``roost up``): every role, started and stopped in order.
 
-Start: data dir + lock → edge + host proxy listeners → catalog → token → node record (leased) →
-host agent + log collector → route sync (feeds the edge's routes and the host proxy's instance
-table) → API → demo deploy → ``api.json`` for the CLI.
-Stop (reverse): forget ``api.json`` → stop API → drain and close the edge (in-flight requests
-finish, up to ``drain_timeout``) → close the host proxy → stop instances → flush logs → revoke
-the node lease → close the catalog.
+``run_node`` is the one function that assembles a node. Each role is entered into an
+``AsyncExitStack`` right after it starts, so a failure part-way unwinds exactly what started,
+and a normal stop runs the same steps in reverse:
+
+    start: data dir lock → API socket → metrics + admin server → catalog → token → node record
+           (leased) → log collector → host agent → route sync → host proxy (backhaul) → edge →
+           API → demo deploy (waits until its instances are healthy) → ``api.json``
+    stop:  forget ``api.json`` → stop API → drain and close the edge (in-flight requests finish,
+           up to ``drain_timeout``) → close the host proxy → stop route sync → stop instances →
+           flush logs → revoke the node lease → close the catalog → admin server → unlock
 
 The request path on one node: client → edge (``http_host:http_port``) → backhaul unix socket
 ``<data dir>/backhaul.sock`` → host proxy (limits) → instance on 127.0.0.1.
@@ -20,17 +24,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
 import roost
 from roost.api.app import create_api
 from roost.api.auth import load_or_create_token
+from roost.api.certs import certs_router
 from roost.api.service import ControlPlane
+from roost.api.usage import usage_router
+from roost.catalog import certs as catalog_certs
 from roost.catalog import records as r
 from roost.catalog.client import Catalog
 from roost.catalog.sqlite import SqliteStore
@@ -38,17 +45,23 @@ from roost.machines.agent import HostAgent
 from roost.machines.drivers.process import ProcessDriver
 from roost.machines.logs import LogCollector
 from roost.node import datadir
+from roost.node.admin import start_admin
+from roost.node.looplag import monitor_loop_lag
 from roost.node.routes import RouteSync
 from roost.proxy.admission import TableHolder
 from roost.proxy.backhaul import unix_address
-from roost.proxy.edge import Edge, start_edge
-from roost.proxy.host import HostProxy, start_host_proxy
+from roost.proxy.edge import start_edge
+from roost.proxy.host import start_host_proxy
 from roost.proxy.metrics import Metrics
+from roost.proxy.prometheus import PrometheusMetrics
 from roost.proxy.routes import RouteHolder, RouteTable
+from roost.proxy.usage import AppUsage
 
 log = logging.getLogger("roost.node")
 NODE_LEASE_TTL = 15.0
+DEMO_HEALTHY_TIMEOUT = 30.0
 DEMO_DIR = Path(roost.__file__).resolve().parents[2] / "examples" / "demo"
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,11 +71,13 @@ class NodeOptions:
     http_port: int = 8080
     api_host: str = "127.0.0.1"
     api_port: int = 4280
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = 9280  # Prometheus /metrics + /healthz; None = no admin server
     region: str = "local"
     demo: bool = True
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
-    proxy_limits: dict[str, Any] = field(default_factory=dict)  # proxy.forward.Limits fields
-    metrics: Metrics | None = None
+    proxy_limits: dict[str, Any] = field(default_factory=dict)  # proxy.context.Limits fields
+    metrics: Metrics | None = None  # default: a new PrometheusMetrics
 
 
 @dataclass
@@ -73,6 +88,7 @@ class NodeInfo:
     edge_url: str
     token: str
     demo_instances: list[str] = field(default_factory=list)
+    admin_url: str | None = None
 
 
 class StartupError(Exception):
@@ -94,15 +110,50 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
+def _url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def _listening(what: str, where: str, starting: Awaitable[T]) -> T:
+    try:
+        return await starting
+    except OSError as exc:
+        raise StartupError(f"cannot listen for the {what} on {where}: {exc.strerror or exc}") from None
 
 
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[no-untyped-def,override]
         yield  # the node owns signal handling
+
+
+def _background(stack: contextlib.AsyncExitStack, coro: Awaitable[None]) -> asyncio.Task[None]:
+    """Run ``coro`` until the stack unwinds to this point, then cancel it."""
+    task = asyncio.ensure_future(coro)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    stack.push_async_callback(cancel)
+    return task
+
+
+def _until_stopped(
+    stack: contextlib.AsyncExitStack, run: Callable[[asyncio.Event], Awaitable[None]]
+) -> asyncio.Task[None]:
+    """Run ``run(stop)``; on unwind set ``stop`` and let it finish by itself (bounded)."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(run(stop))
+
+    async def finish() -> None:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 120)
+
+    stack.push_async_callback(finish)
+    return task
 
 
 async def deploy_demo(control: ControlPlane, demo_dir: Path = DEMO_DIR) -> list[str]:
@@ -117,140 +168,164 @@ async def deploy_demo(control: ControlPlane, demo_dir: Path = DEMO_DIR) -> list[
     return list(result.created)
 
 
+async def wait_healthy(catalog: Catalog, app: str, ids: list[str], timeout: float) -> bool:
+    """Wait (watching the catalog, no polling) until the instances ``ids`` are healthy."""
+    deadline = time.monotonic() + timeout
+    prefix = r.instances_prefix(app)
+    while True:
+        entries, revision = await catalog.store.range(prefix)
+        healthy = {i.id for e in entries if (i := r.decode(e.value, r.Instance)).healthy}
+        remaining = deadline - time.monotonic()
+        if set(ids) <= healthy:
+            return True
+        if remaining <= 0:
+            return False
+        watch = catalog.store.watch(prefix, revision + 1)
+        try:
+            with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                await asyncio.wait_for(anext(watch), remaining)
+        finally:
+            aclose = getattr(watch, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 async def run_node(
     opts: NodeOptions,
     stop: asyncio.Event,
     started: Callable[[NodeInfo], None] | None = None,
 ) -> None:
     data_dir = datadir.prepare(opts.data_dir)
-    try:
-        lock_fd = datadir.lock(data_dir)
-    except datadir.DataDirError as exc:
-        raise StartupError(str(exc)) from None
-    api_sock = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            stack.callback(os.close, datadir.lock(data_dir))
+        except datadir.DataDirError as exc:
+            raise StartupError(str(exc)) from None
         api_sock = _bind(opts.api_host, opts.api_port, "API")
-        await _run(opts, data_dir, api_sock, stop, started)
-    finally:
-        if api_sock is not None:
-            api_sock.close()
-        os.close(lock_fd)
+        stack.callback(api_sock.close)
 
+        # observability first, so it sees the whole life of the node (and its drain)
+        metrics = opts.metrics if opts.metrics is not None else PrometheusMetrics()
+        prom = metrics if isinstance(metrics, PrometheusMetrics) else None
+        admin_url = None
+        if prom is not None:
+            _until_stopped(stack, lambda stop: monitor_loop_lag(prom, stop))
+            if opts.admin_port is not None:
+                admin = await _listening(
+                    "admin server", f"{opts.admin_host}:{opts.admin_port}",
+                    start_admin(opts.admin_host, opts.admin_port, prom),
+                )
+                stack.push_async_callback(admin.close)
+                admin_url = _url(opts.admin_host, admin.port)
 
-async def _run(
-    opts: NodeOptions,
-    data_dir: Path,
-    api_sock: socket.socket,
-    stop: asyncio.Event,
-    started: Callable[[NodeInfo], None] | None,
-) -> None:
-    holder = RouteHolder(RouteTable.build((), {}))
-    host_table = TableHolder()
-    limits = {"shutdown_timeout": opts.drain_timeout, **opts.proxy_limits}
-    try:
-        host = await start_host_proxy(
-            str(data_dir / "backhaul.sock"), host_table, metrics=opts.metrics, **limits
-        )
-    except OSError as exc:
-        raise StartupError(f"cannot listen for the backhaul in {data_dir}: {exc}") from None
-    try:
-        edge = await start_edge(
-            opts.http_host,
-            opts.http_port,
-            holder,
+        # the catalog and this node's record in it
+        store = await SqliteStore.open(data_dir / "catalog.db")
+        stack.push_async_callback(store.close)
+        catalog = Catalog(store)
+        token = load_or_create_token(data_dir)
+        node = r.Node(
+            id=datadir.node_id(data_dir),
             region=opts.region,
-            metrics=opts.metrics,
-            admission=host.admission,
-            **limits,
+            hostname=socket.gethostname(),
+            incarnation=uuid.uuid4().hex,
+            started_at=time.time(),
+            api_url=_url(*api_sock.getsockname()[:2]),
         )
-    except OSError as exc:
-        await host.close(timeout=0)
-        raise StartupError(
-            f"cannot listen for the edge on {opts.http_host}:{opts.http_port}: {exc.strerror}"
-        ) from None
-    try:
-        await _serve(opts, data_dir, api_sock, edge, host, holder, host_table, stop, started)
-    finally:
-        await edge.close()
-        await host.close()
+        lease = await store.grant(NODE_LEASE_TTL)
+        await catalog.put_node(node, lease=lease)
+        stack.push_async_callback(_revoke, store, lease)
+        _background(stack, _keep_lease(store, lease, catalog, node))
 
+        # instances: the collector outlives the agent, so it reads their last lines
+        logs = LogCollector(data_dir / "logs")
+        _until_stopped(stack, logs.run)
+        agent = HostAgent(catalog, node, ProcessDriver(), logs, data_dir)
+        _until_stopped(stack, agent.run)
 
-async def _serve(
-    opts: NodeOptions,
-    data_dir: Path,
-    api_sock: socket.socket,
-    edge: Edge,
-    host_proxy: HostProxy,
-    holder: RouteHolder,
-    host_table: TableHolder,
-    stop: asyncio.Event,
-    started: Callable[[NodeInfo], None] | None,
-) -> None:
-    store = await SqliteStore.open(data_dir / "catalog.db")
-    catalog = Catalog(store)
-    token = load_or_create_token(data_dir)
-    api_url = _url(api_sock)
-    host = opts.http_host
-    edge_url = f"http://{f'[{host}]' if ':' in host else host}:{edge.port}"
-    node = r.Node(
-        id=datadir.node_id(data_dir),
-        region=opts.region,
-        hostname=socket.gethostname(),
-        incarnation=uuid.uuid4().hex,
-        started_at=time.time(),
-        api_url=api_url,
-    )
-    lease = await store.grant(NODE_LEASE_TTL)
-    await catalog.put_node(node, lease=lease)
+        # the data plane: route sync feeds the edge's routes and the host proxy's table
+        holder, host_table = RouteHolder(RouteTable.build((), {})), TableHolder()
+        limits = {"shutdown_timeout": opts.drain_timeout, **opts.proxy_limits}
+        host = await _listening(
+            "backhaul", str(data_dir / "backhaul.sock"),
+            start_host_proxy(
+                str(data_dir / "backhaul.sock"), host_table, metrics=metrics, **limits
+            ),
+        )
+        backhaul = unix_address(host.path)
+        routes = RouteSync(
+            catalog,
+            holder,
+            node_id=node.id,
+            host_table=host_table,
+            backhaul_for=lambda node_id: backhaul if node_id == node.id else None,
+        )
+        _background(stack, routes.run())
+        stack.push_async_callback(host.close)
+        edge = await _listening(
+            "edge", f"{opts.http_host}:{opts.http_port}",
+            start_edge(
+                opts.http_host,
+                opts.http_port,
+                holder,
+                region=opts.region,
+                metrics=metrics,
+                admission=host.admission,
+                **limits,
+            ),
+        )
+        stack.push_async_callback(edge.close)  # in-flight requests finish before instances stop
+        edge_url = _url(opts.http_host, edge.port)
 
-    tasks: list[asyncio.Task[None]] = []
-    agent_stop, logs_stop = asyncio.Event(), asyncio.Event()
-    logs = LogCollector(data_dir / "logs")
-    agent = HostAgent(catalog, node, ProcessDriver(), logs, data_dir)
-    backhaul = unix_address(host_proxy.path)
-    routes = RouteSync(
-        catalog,
-        holder,
-        node_id=node.id,
-        host_table=host_table,
-        backhaul_for=lambda node_id: backhaul if node_id == node.id else None,
-    )
-    control = ControlPlane(catalog)
-    tasks.append(asyncio.ensure_future(agent.run(agent_stop)))
-    tasks.append(asyncio.ensure_future(logs.run(logs_stop)))
-    tasks.append(asyncio.ensure_future(routes.run()))
-    tasks.append(asyncio.ensure_future(_keep_lease(store, lease, catalog, node)))
-    api = create_api(control, logs, token, node=node, edge_url=edge_url)
-    server = _Uvicorn(uvicorn.Config(api, log_level="warning", lifespan="off", access_log=False))
-    api_task = asyncio.ensure_future(server.serve(sockets=[api_sock]))
-    try:
+        # the control plane
+        control = ControlPlane(catalog)
+        seal = catalog_certs.KeySeal(catalog_certs.load_or_create_secret(data_dir))
+        routers = [certs_router(catalog, seal)]
+        if prom is not None:
+            usage = prom.usage
+
+            async def app_usage(app: str) -> AppUsage | None:
+                if await catalog.get_app(app) is None:
+                    return None  # 404; an app with no traffic yet gets zeros
+                return usage.snapshot(app)
+
+            routers.append(usage_router(app_usage))
+        api = create_api(control, logs, token, node=node, edge_url=edge_url, routers=routers)
+        server = _Uvicorn(
+            uvicorn.Config(api, log_level="warning", lifespan="off", access_log=False)
+        )
+        api_task = asyncio.ensure_future(server.serve(sockets=[api_sock]))
+        stack.push_async_callback(_stop_api, server, api_task)
+
         await asyncio.wait_for(agent.ready.wait(), 30)
         await asyncio.wait_for(routes.ready.wait(), 30)
         demo = await deploy_demo(control) if opts.demo else []
+        if demo and not await wait_healthy(catalog, "demo", demo, DEMO_HEALTHY_TIMEOUT):
+            log.warning("demo instances not healthy after %ss", DEMO_HEALTHY_TIMEOUT)
         datadir.write_api_info(
-            data_dir, {"url": api_url, "edge_url": edge_url, "pid": os.getpid(), "node": node.id}
+            data_dir,
+            {
+                "url": node.api_url,
+                "edge_url": edge_url,
+                "admin_url": admin_url,
+                "pid": os.getpid(),
+                "node": node.id,
+            },
         )
+        stack.callback(datadir.remove_api_info, data_dir)
         if started is not None:
-            started(NodeInfo(node.id, data_dir, api_url, edge_url, token, demo))
+            started(NodeInfo(node.id, data_dir, node.api_url, edge_url, token, demo, admin_url))
         await stop.wait()
-    finally:
-        datadir.remove_api_info(data_dir)
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(api_task, 10)
-        await edge.close()  # in-flight requests finish before their instances stop
-        await host_proxy.close()
-        for event, task in ((agent_stop, tasks[0]), (logs_stop, tasks[1])):
-            event.set()  # instances stop first, then the collector reads their last lines
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 120)
-        for task in tasks[2:]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await store.revoke(lease)
-        await store.close()
+
+
+async def _stop_api(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 10)
+
+
+async def _revoke(store: SqliteStore, lease: int) -> None:
+    with contextlib.suppress(Exception):
+        await store.revoke(lease)
 
 
 async def _keep_lease(store: SqliteStore, lease: int, catalog: Catalog, node: r.Node) -> None:
