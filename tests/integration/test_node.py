@@ -252,3 +252,28 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_edge_serves_h2c_on_the_same_port(demo_node):
+    """The edge answers HTTP/2 with prior knowledge (curl) on its HTTP/1.1 port."""
+    wait_until(lambda: demo_node.started("demo", 3), 30)
+    res = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            "-H",
+            "Host: demo.localhost",
+            f"{demo_node.info['edge_url']}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, _, version = res.stdout.rpartition("\n")
+    assert version == "2", res.stderr
+    assert json.loads(body)["instance"]

@@ -10,7 +10,19 @@ import pytest
 import roost.proxy
 
 BANNED = {"asyncio", "socket", "ssl", "time", "random", "selectors", "os", "uvloop"}
-PURE = ["admission", "backhaul", "waitqueue", "routes", "headers", "errors", "balance"]
+PURE = [
+    "admission",
+    "backhaul",
+    "waitqueue",
+    "routes",
+    "headers",
+    "errors",
+    "balance",
+    "loadview",
+    "flowcontrol",
+    "h2limits",
+    "usage",
+]
 
 
 @pytest.mark.parametrize("name", PURE)

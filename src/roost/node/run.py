@@ -118,7 +118,8 @@ async def _listening(what: str, where: str, starting: Awaitable[T]) -> T:
     try:
         return await starting
     except OSError as exc:
-        raise StartupError(f"cannot listen for the {what} on {where}: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise StartupError(f"cannot listen for the {what} on {where}: {reason}") from None
 
 
 class _Uvicorn(uvicorn.Server):
@@ -212,7 +213,8 @@ async def run_node(
             _until_stopped(stack, lambda stop: monitor_loop_lag(prom, stop))
             if opts.admin_port is not None:
                 admin = await _listening(
-                    "admin server", f"{opts.admin_host}:{opts.admin_port}",
+                    "admin server",
+                    f"{opts.admin_host}:{opts.admin_port}",
                     start_admin(opts.admin_host, opts.admin_port, prom),
                 )
                 stack.push_async_callback(admin.close)
@@ -246,7 +248,8 @@ async def run_node(
         holder, host_table = RouteHolder(RouteTable.build((), {})), TableHolder()
         limits = {"shutdown_timeout": opts.drain_timeout, **opts.proxy_limits}
         host = await _listening(
-            "backhaul", str(data_dir / "backhaul.sock"),
+            "backhaul",
+            str(data_dir / "backhaul.sock"),
             start_host_proxy(
                 str(data_dir / "backhaul.sock"), host_table, metrics=metrics, **limits
             ),
@@ -262,7 +265,8 @@ async def run_node(
         _background(stack, routes.run())
         stack.push_async_callback(host.close)
         edge = await _listening(
-            "edge", f"{opts.http_host}:{opts.http_port}",
+            "edge",
+            f"{opts.http_host}:{opts.http_port}",
             start_edge(
                 opts.http_host,
                 opts.http_port,

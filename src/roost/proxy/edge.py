@@ -25,9 +25,12 @@ from typing import Any
 
 from roost.proxy.admission import Admission
 from roost.proxy.forward import EdgeContext, Limits
+from roost.proxy.h2conn import H2Options
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
+from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.metrics import Metrics, NullMetrics
+from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder
 from roost.proxy.server import ConnectionRegistry, ProxyServer
 from roost.proxy.upstream import UpstreamPool
@@ -78,6 +81,7 @@ async def start_edge(
     loads: Callable[[str], int] | None = None,
     rtt: Callable[[str], float] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    h2: H2Options | None = None,
     **limits: Any,
 ) -> Edge:
     """Listen on ``host:port`` (``0`` = any free port) and proxy HTTP/1.x by ``routes``.
@@ -119,8 +123,15 @@ async def start_edge(
     if admission is not None:
         admission.subscribe(context.capacity_freed)
     connections = ConnectionRegistry(loop, config.tick, context)
-    server = await loop.create_server(
-        lambda: ClientConnection(context, connections), host, port, backlog=1024
-    )
+    h2_options = h2 if h2 is not None else H2Options()
+
+    def accept() -> asyncio.Protocol:
+        # one port serves HTTP/1.x and HTTP/2 with prior knowledge (h2c), told apart by preface
+        return PrefaceSniffer(
+            ClientConnection(context, connections),
+            lambda: H2ClientConnection(context, connections, h2_options),
+        )
+
+    server = await loop.create_server(accept, host, port, backlog=1024)
     connections.start()
     return Edge(server, context, connections, admission)

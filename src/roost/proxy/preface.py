@@ -1,0 +1,81 @@
+"""HTTP/1.x and h2c (HTTP/2 with prior knowledge) on one port: look at the first bytes.
+
+An HTTP/2 client with prior knowledge opens with the 24-byte connection preface
+``PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n``; no valid HTTP/1.x request starts that way.
+:func:`detect_preface` answers from any prefix of the first bytes, and
+:class:`PrefaceSniffer` is the ``asyncio.Protocol`` a listener creates per connection:
+
+    lambda: PrefaceSniffer(ClientConnection(ctx, registry),
+                           lambda: H2ClientConnection(ctx, registry))
+
+The HTTP/1 protocol gets ``connection_made`` at once (so its registry entry, idle and head
+deadlines and draining behave exactly as without the sniffer). The first bytes decide:
+HTTP/1 -> the transport is handed to it for good; h2c -> the HTTP/1 protocol is told the
+connection is gone (``connection_lost(None)``: it unregisters, it never saw a byte) and the
+transport goes to a new HTTP/2 protocol with the bytes read so far. A partial preface is
+buffered until it can be told apart (the HTTP/1 head deadline still runs meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+__all__ = ["H2_PREFACE", "PrefaceSniffer", "detect_preface"]
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def detect_preface(data: bytes) -> bool | None:
+    """True: ``data`` starts with the h2c preface; False: it cannot; None: too short to tell."""
+    n = min(len(data), len(H2_PREFACE))
+    if data[:n] != H2_PREFACE[:n]:
+        return False
+    return True if n == len(H2_PREFACE) else None
+
+
+class PrefaceSniffer(asyncio.Protocol):
+    """Routes one connection to the HTTP/1 protocol or a new HTTP/2 one by its first bytes."""
+
+    __slots__ = ("_buffer", "_h1", "_make_h2", "_transport")
+
+    def __init__(self, h1: asyncio.Protocol, make_h2: Callable[[], asyncio.Protocol]) -> None:
+        self._h1 = h1
+        self._make_h2 = make_h2
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._h1.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        data = self._buffer + data if self._buffer else data
+        kind = detect_preface(data)
+        if kind is None:
+            self._buffer = data
+            return
+        self._buffer = b""
+        if kind:
+            self._h1.connection_lost(None)
+            proto = self._make_h2()
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+        else:
+            proto = self._h1
+            transport.set_protocol(proto)
+        proto.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._h1.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._h1.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._h1.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._h1.resume_writing()
