@@ -23,9 +23,10 @@ ROOST = str(Path(sys.executable).with_name("roost"))
 class RoostNode:
     """One `roost up` process with its own data dir and ephemeral ports."""
 
-    def __init__(self, data_dir: Path, demo: bool = False) -> None:
+    def __init__(self, data_dir: Path, demo: bool = False, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.demo = demo
+        self.args = args  # extra `roost up` options (they override the defaults below)
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.seen_pids: set[int] = set()
@@ -40,6 +41,8 @@ class RoostNode:
             "up",
             "--http-port",
             "0",
+            "--https-port",
+            "0",
             "--api-port",
             "0",
             "--admin-port",
@@ -47,6 +50,7 @@ class RoostNode:
         ]
         if not self.demo:
             args.append("--no-demo")
+        args += self.args
         if getattr(self, "log", None) is not None:
             self.log.close()
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}-up.log", "ab")  # noqa: SIM115
@@ -143,8 +147,8 @@ class RoostNode:
 def make_node(tmp_path: Path) -> Iterator[Any]:
     nodes: list[RoostNode] = []
 
-    def make(name: str = "data", demo: bool = False) -> RoostNode:
-        node = RoostNode(tmp_path / name, demo)
+    def make(name: str = "data", demo: bool = False, args: tuple[str, ...] = ()) -> RoostNode:
+        node = RoostNode(tmp_path / name, demo, args)
         nodes.append(node)
         return node
 

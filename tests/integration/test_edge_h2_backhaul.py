@@ -31,6 +31,7 @@ class Sink:
     error: errors.ProxyError | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     write_paused: bool = False
+    flushed_after_end: bool = False
 
     def upstream_interim(self, status: int, reason: bytes, headers: Headers) -> None:
         pass
@@ -51,7 +52,7 @@ class Sink:
         self.done.set()
 
     def upstream_flush(self) -> None:
-        pass
+        self.flushed_after_end = self.done.is_set()
 
     def upstream_write_paused(self) -> None:
         self.write_paused = True
@@ -170,4 +171,15 @@ async def test_paused_stream_holds_the_response() -> None:
         stream.resume_reading()
         await asyncio.wait_for(sink.done.wait(), 30)
         assert len(sink.body) == 64 << 20
+        pool.close()
+
+
+async def test_sink_is_flushed_after_a_response_that_ends_in_one_read() -> None:
+    """A whole response in one read still ends with upstream_flush (else the client's
+    side would wait for the next tick)."""
+    async with h2_edge() as rig:
+        pool = H2BackhaulPool(asyncio.get_running_loop())
+        sink = await fetch(pool, Backend("b0", "127.0.0.1", rig.port), "/small")
+        await asyncio.wait_for(sink.done.wait(), 10)
+        assert sink.status == 200 and sink.flushed_after_end
         pool.close()

@@ -291,6 +291,27 @@ def test_services_default_internal_port_and_protocol() -> None:
     assert (service.name, service.internal_port, service.protocol) == ("services.0", 8080, "tcp")
 
 
+def test_default_self_signed_on_http_service_and_ports() -> None:
+    """``default_self_signed`` is read on [http_service], [[services]] and their ports."""
+    text = (
+        'app = "a"\n[http_service]\ndefault_self_signed = true\n'
+        "[[services]]\ninternal_port = 9\ndefault_self_signed = false\n"
+        '[[services.ports]]\nport = 443\nhandlers = ["tls", "http"]\n'
+        "default_self_signed = true\n"
+    )
+    parsed = parse_config(text, filename="fly.toml")
+    http, svc = parsed.config.services
+    assert http.default_self_signed and not svc.default_self_signed
+    assert svc.ports[0].default_self_signed
+    assert not parsed.warnings
+
+
+def test_default_self_signed_of_wrong_type_is_an_error() -> None:
+    """``default_self_signed = "yes"`` names the key and what was expected."""
+    text = 'app = "a"\n[http_service]\ndefault_self_signed = "yes"\n'
+    assert "http_service.default_self_signed" in str(error_of(text))
+
+
 def test_services_as_a_single_table_is_accepted() -> None:
     """``[services]`` (not an array) reads as one service, as flyctl allows."""
     service = parse('app = "a"\n[services]\ninternal_port = 9\n').services[0]

@@ -58,6 +58,24 @@ def cli(ctx: click.Context, data_dir: Path | None, api_url: str | None, token: s
 # -- up --------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--http-port", default=8080, show_default=True, help="edge HTTP port")
+@click.option(
+    "--https-port", default=8443, show_default=True, help="edge HTTPS port (0 = any free)"
+)
+@click.option("--no-https", is_flag=True, help="no HTTPS listener on the edge")
+@click.option("--acme-directory", metavar="URL", help="ACME directory: issue and renew certs")
+@click.option(
+    "--acme-ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA file that signs the ACME server's own certificate",
+)
+@click.option("--acme-email", help="contact address for the ACME account")
+@click.option(
+    "--acme-challenge",
+    "acme_challenges",
+    multiple=True,
+    type=click.Choice(["tls-alpn-01", "http-01"]),
+    help="challenge types to answer, in order (default: tls-alpn-01, http-01)",
+)
 @click.option("--api-port", default=4280, show_default=True, help="control-plane API port")
 @click.option("--host", "http_host", default="127.0.0.1", show_default=True, help="edge address")
 @click.option(
@@ -78,6 +96,12 @@ def cli(ctx: click.Context, data_dir: Path | None, api_url: str | None, token: s
 def up(
     ctx: click.Context,
     http_port: int,
+    https_port: int,
+    no_https: bool,
+    acme_directory: str | None,
+    acme_ca_bundle: str | None,
+    acme_email: str | None,
+    acme_challenges: tuple[str, ...],
     api_port: int,
     http_host: str,
     admin_port: int,
@@ -93,16 +117,23 @@ def up(
         data_dir=ctx.obj["data_dir"] or default_data_dir(),
         http_host=http_host,
         http_port=http_port,
+        https_port=None if no_https else https_port,
+        acme_directory=acme_directory,
+        acme_ca_bundle=acme_ca_bundle,
+        acme_email=acme_email,
         api_port=api_port,
         admin_port=admin_port,
         drain_timeout=drain_timeout,
         region=region,
         demo=demo,
+        acme_challenges=acme_challenges or ("tls-alpn-01", "http-01"),
     )
 
     def started(info: NodeInfo) -> None:
         click.echo(f"roost {info.node_id} is up (data dir {info.data_dir})")
         click.echo(f"  edge  {info.edge_url}")
+        if info.https_url:
+            click.echo(f"  https {info.https_url}")
         click.echo(f"  API   {info.api_url}  (token in {info.data_dir / 'token'})")
         if info.admin_url:
             click.echo(f"  admin {info.admin_url}/metrics")

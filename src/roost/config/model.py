@@ -25,6 +25,7 @@ class ServicePort(msgspec.Struct, frozen=True, kw_only=True):
     port: int
     handlers: tuple[str, ...] = ()
     force_https: bool = False
+    default_self_signed: bool = False  # Roost extension: self-signed cert until a real one
 
 
 class Check(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +52,8 @@ class Service(msgspec.Struct, frozen=True, kw_only=True):
     checks: tuple[Check, ...] = ()
     # http_service only:
     force_https: bool = False
+    # Roost extension: names with no certificate yet get a self-signed one (not an alert)
+    default_self_signed: bool = False
 
     @property
     def is_http(self) -> bool:

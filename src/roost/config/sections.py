@@ -50,6 +50,7 @@ def read_service(t: Table, name: str) -> Service:
     concurrency = _concurrency(t.table("concurrency"))
     _auto_start_stop(t)
     t.ignore(*_SERVICE_IGNORED)
+    self_signed = t.boolean("default_self_signed", False)
     if http:
         force_https = t.boolean("force_https", False)
         ports = (
@@ -65,6 +66,7 @@ def read_service(t: Table, name: str) -> Service:
             processes=processes,
             checks=checks,
             force_https=force_https,
+            default_self_signed=self_signed,
         )
     protocol = t.choice("protocol", _PROTOCOLS, "tcp")
     return Service(
@@ -80,6 +82,7 @@ def read_service(t: Table, name: str) -> Service:
         + tuple(
             read_check(c, f"{name}.http_checks.{i}", "http") for i, c in t.tables("http_checks")
         ),
+        default_self_signed=self_signed,
     )
 
 
@@ -101,7 +104,12 @@ def _port(t: Table) -> ServicePort:
         if handler not in HANDLERS:
             t.error("handlers", f"unsupported handler {handler!r} (use http, tls or proxy_proto)")
     t.ignore("start_port", "end_port", "tls_options", "http_options", "proxy_proto_options")
-    return ServicePort(port=port, handlers=handlers, force_https=t.boolean("force_https", False))
+    return ServicePort(
+        port=port,
+        handlers=handlers,
+        force_https=t.boolean("force_https", False),
+        default_self_signed=t.boolean("default_self_signed", False),
+    )
 
 
 def _concurrency(t: Table | None) -> Concurrency:

@@ -11,8 +11,14 @@ and a normal stop runs the same steps in reverse:
            up to ``drain_timeout``) → close the host proxy → stop route sync → stop instances →
            flush logs → revoke the node lease → close the catalog → admin server → unlock
 
-The request path on one node: client → edge (``http_host:http_port``) → backhaul unix socket
-``<data dir>/backhaul.sock`` → host proxy (limits) → instance on 127.0.0.1.
+The request path on one node: client → edge (``http_host:http_port``, or TLS on
+``http_host:https_port``) → backhaul unix socket ``<data dir>/backhaul.sock`` → host proxy
+(limits) → instance on 127.0.0.1.
+
+TLS: the edge's cert cache follows ``certs/`` (started before the edge, stopped after it). With
+``acme_directory`` a :class:`~roost.proxy.tls.manager.CertManager` issues and renews ACME
+certificates, answering validations through the edge itself (TLS-ALPN-01 on the HTTPS port,
+HTTP-01 on the HTTP port); ``roost certs add`` wakes it.
 """
 
 from __future__ import annotations
@@ -50,11 +56,17 @@ from roost.node.looplag import monitor_loop_lag
 from roost.node.routes import RouteSync
 from roost.proxy.admission import TableHolder
 from roost.proxy.backhaul import unix_address
-from roost.proxy.edge import start_edge
+from roost.proxy.edge import EdgeTls, start_edge
 from roost.proxy.host import start_host_proxy
 from roost.proxy.metrics import Metrics
 from roost.proxy.prometheus import PrometheusMetrics
 from roost.proxy.routes import RouteHolder, RouteTable
+from roost.proxy.tls.acme_client import CHALLENGE_TYPES, AcmeIssuer
+from roost.proxy.tls.certcache import CertCache
+from roost.proxy.tls.certroutes import CertRoutes
+from roost.proxy.tls.challenges import Http01Responder, TlsAlpn01Responder
+from roost.proxy.tls.manager import CertManager
+from roost.proxy.tls.sites import Sites
 from roost.proxy.usage import AppUsage
 
 log = logging.getLogger("roost.node")
@@ -69,6 +81,11 @@ class NodeOptions:
     data_dir: Path
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    https_port: int | None = 8443  # edge TLS port; None = no HTTPS listener
+    acme_directory: str | None = None  # ACME directory URL; None = no issuance on this node
+    acme_ca_bundle: str | None = None  # CA file to trust the ACME server's API with
+    acme_email: str | None = None
+    acme_challenges: tuple[str, ...] = CHALLENGE_TYPES  # in order of preference
     api_host: str = "127.0.0.1"
     api_port: int = 4280
     admin_host: str = "127.0.0.1"
@@ -89,6 +106,7 @@ class NodeInfo:
     token: str
     demo_instances: list[str] = field(default_factory=list)
     admin_url: str | None = None
+    https_url: str | None = None
 
 
 class StartupError(Exception):
@@ -110,8 +128,8 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def _listening(what: str, where: str, starting: Awaitable[T]) -> T:
@@ -255,18 +273,32 @@ async def run_node(
             ),
         )
         backhaul = unix_address(host.path)
+        cert_routes = CertRoutes(holder)  # certificate hostnames route to their apps
+        _background(stack, cert_routes.run(catalog))
         routes = RouteSync(
             catalog,
-            holder,
+            cert_routes,
             node_id=node.id,
             host_table=host_table,
             backhaul_for=lambda node_id: backhaul if node_id == node.id else None,
         )
         _background(stack, routes.run())
         stack.push_async_callback(host.close)
+
+        # TLS: certificates by SNI, ACME challenge answers, per-app policy (force_https, ...)
+        seal = catalog_certs.KeySeal(catalog_certs.load_or_create_secret(data_dir))
+        sites = Sites(holder, routes)
+        cache = CertCache(catalog, seal, self_signed=sites.self_signed)
+        stack.push_async_callback(cache.close)
+        _background(stack, cache.run())
+        http01, tls_alpn01 = Http01Responder(), TlsAlpn01Responder()
+        tls = None
+        if opts.https_port is not None:
+            tls = EdgeTls(opts.http_host, opts.https_port, cache, tls_alpn01)
+        ports = f"{opts.http_port}" + ("" if tls is None else f" and {opts.https_port}")
         edge = await _listening(
             "edge",
-            f"{opts.http_host}:{opts.http_port}",
+            f"{opts.http_host}:{ports}",
             start_edge(
                 opts.http_host,
                 opts.http_port,
@@ -274,16 +306,35 @@ async def run_node(
                 region=opts.region,
                 metrics=metrics,
                 admission=host.admission,
+                tls=tls,
+                http01=http01 if opts.acme_directory else None,
+                sites=sites,
                 **limits,
             ),
         )
         stack.push_async_callback(edge.close)  # in-flight requests finish before instances stop
         edge_url = _url(opts.http_host, edge.port)
+        https_url = (
+            None if edge.https_port is None else _url(opts.http_host, edge.https_port, "https")
+        )
+        manager = None
+        if opts.acme_directory:
+            issuer = AcmeIssuer(
+                catalog,
+                seal,
+                opts.acme_directory,
+                http01=http01,
+                tls_alpn01=None if tls is None else tls_alpn01,
+                challenge_types=opts.acme_challenges,
+                contact=(f"mailto:{opts.acme_email}",) if opts.acme_email else (),
+                verify=opts.acme_ca_bundle or True,
+            )
+            manager = CertManager(catalog, issuer, node.id)
+            _background(stack, manager.run())
 
         # the control plane
         control = ControlPlane(catalog)
-        seal = catalog_certs.KeySeal(catalog_certs.load_or_create_secret(data_dir))
-        routers = [certs_router(catalog, seal)]
+        routers = [certs_router(catalog, seal, wake=None if manager is None else manager.wake)]
         if prom is not None:
             usage = prom.usage
 
@@ -310,6 +361,7 @@ async def run_node(
             {
                 "url": node.api_url,
                 "edge_url": edge_url,
+                "https_url": https_url,
                 "admin_url": admin_url,
                 "pid": os.getpid(),
                 "node": node.id,
@@ -317,7 +369,11 @@ async def run_node(
         )
         stack.callback(datadir.remove_api_info, data_dir)
         if started is not None:
-            started(NodeInfo(node.id, data_dir, node.api_url, edge_url, token, demo, admin_url))
+            started(
+                NodeInfo(
+                    node.id, data_dir, node.api_url, edge_url, token, demo, admin_url, https_url
+                )
+            )
         await stop.wait()
 
 

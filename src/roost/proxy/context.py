@@ -45,6 +45,8 @@ class Limits:
     upstream_idle_timeout: float = 4.0  # below the instances' own keep-alive timeout
     backhaul_max_idle: int = 512  # idle backhaul connections kept per host proxy
     backhaul_idle_timeout: float = 30.0  # below the host proxy's keepalive_timeout
+    backhaul_h2_max_streams: int = 100  # streams per HTTP/2 backhaul connection
+    backhaul_h2_idle_timeout: float = 30.0  # an HTTP/2 backhaul connection without streams
     shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
 
     @property
@@ -94,9 +96,32 @@ class RelayContext:
         client_ip: bytes,
         request_id: bytes,
         upgrade: bool,
+        *,
+        protocol: str = "http/1.1",
     ) -> Exchange:
-        """An exchange for a parsed request head (raises ProxyError to reject it)."""
+        """An exchange for a parsed request head (raises ProxyError to reject it);
+        ``protocol`` is the client's (``"h2"`` from the HTTP/2 codec)."""
         raise NotImplementedError
+
+    def request_rejected(self, status: int, protocol: str) -> None:
+        """A request answered by the codec before any exchange existed (400, 405, 408, 414,
+        431...): still one ``request_finished``, with no app and no timings."""
+        self.metrics.request_finished(
+            role=self.role,
+            app="",
+            status=status,
+            protocol=protocol,
+            time_to_headers=0.0,
+            request_body_time=0.0,
+            response_body_time=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            duration=0.0,
+        )
+
+    def close_pools(self) -> None:
+        """Close pooled upstream connections (at the end of shutdown)."""
+        self.pool.close()
 
     def tick(self, now: float) -> None:
         """Called once per tick by the connection registry."""

@@ -4,7 +4,7 @@
 
     RouteHolder (swapped by the catalog watcher)
         -> EdgeContext (limits, region, balancer inputs, wait queues, backhaul pool)
-        -> ClientConnection per accepted socket (http1)
+        -> ClientConnection per accepted socket (http1), or HTTP/2 (preface / ALPN h2)
         -> EdgeExchange per request (forward) -> UpstreamConnection to a host proxy
            (or straight to an instance for backends without backhaul)
 
@@ -12,7 +12,13 @@ Load and wake-ups on one node: ``loads`` is the host proxy's live count per inst
 ``admission`` the host proxy's :class:`~roost.proxy.admission.Admission`, whose releases
 wake requests waiting for capacity. Across nodes the load view (mesh) plays both parts.
 
-Shutdown: see :class:`~roost.proxy.server.ProxyServer`.
+With ``tls`` a second listener terminates TLS (:mod:`roost.proxy.tls.terminate`: peek the
+ClientHello, pick the certificate by SNI or answer a TLS-ALPN-01 validation, or relay it
+untouched to a passthrough app) and hands the decrypted stream to the same codecs: ALPN ``h2``
+-> HTTP/2, anything else -> the preface sniffer (HTTP/1.1). The plain port answers ACME
+HTTP-01 tokens and ``force_https`` redirects before routing (:mod:`roost.proxy.tls.sites`).
+
+Shutdown: see :class:`~roost.proxy.server.ProxyServer`; the TLS listener stops accepting first.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from roost.proxy.admission import Admission
@@ -30,12 +39,30 @@ from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.metrics import Metrics, NullMetrics
+from roost.proxy.passthrough import Passthrough
 from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder
 from roost.proxy.server import ConnectionRegistry, ProxyServer
+from roost.proxy.tls.certcache import CertCache, choose_context
+from roost.proxy.tls.challenges import Http01Responder, TlsAlpn01Responder
+from roost.proxy.tls.clienthello import ACME_TLS_ALPN, ClientHello
+from roost.proxy.tls.sites import Sites, plain_http_intercept
+from roost.proxy.tls.terminate import TlsListener
 from roost.proxy.upstream import UpstreamPool
 
-__all__ = ["ConnectionRegistry", "Edge", "Limits", "start_edge"]
+__all__ = ["ConnectionRegistry", "Edge", "EdgeTls", "Limits", "start_edge"]
+
+
+@dataclass
+class EdgeTls:
+    """The edge's HTTPS listener: where, which certificates, who answers TLS-ALPN-01."""
+
+    host: str
+    port: int  # 0: any free port
+    cache: CertCache
+    tls_alpn01: TlsAlpn01Responder | None = None
+    hello_timeout: float = 10.0
+    handshake_timeout: float = 10.0
 
 
 class Edge(ProxyServer):
@@ -49,15 +76,32 @@ class Edge(ProxyServer):
         context: EdgeContext,
         connections: ConnectionRegistry,
         admission: Admission | None = None,
+        tls: TlsListener | None = None,
+        passthrough: Passthrough | None = None,
     ) -> None:
         super().__init__(server, context, connections)
         self._port = int(server.sockets[0].getsockname()[1])
         self._admission = admission
+        self.tls = tls
+        self.passthrough = passthrough
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with ``port=0``)."""
         return self._port
+
+    @property
+    def https_port(self) -> int | None:
+        """The TLS listener's port, or None without one."""
+        return None if self.tls is None else self.tls.port
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop the TLS listener (and passthrough relays), then drain as usual."""
+        if self.tls is not None:
+            self.tls.close()
+        if self.passthrough is not None:
+            self.passthrough.close()
+        await super().close(timeout)
 
     def _closed_hook(self) -> None:
         if self._admission is not None:
@@ -82,6 +126,9 @@ async def start_edge(
     rtt: Callable[[str], float] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     h2: H2Options | None = None,
+    tls: EdgeTls | None = None,
+    http01: Http01Responder | None = None,
+    sites: Sites | None = None,
     **limits: Any,
 ) -> Edge:
     """Listen on ``host:port`` (``0`` = any free port) and proxy HTTP/1.x by ``routes``.
@@ -91,6 +138,8 @@ async def start_edge(
     ``admission``: a host proxy's counts on this node -- its load feeds the balancer and its
     releases wake waiting requests (``loads`` overrides where load is read from). ``rtt``:
     node id -> seconds from this edge (default 0.0: everything is on this node).
+    ``tls``: also listen for HTTPS (see :class:`EdgeTls`). ``http01``: answer ACME HTTP-01
+    tokens on the plain port. ``sites``: per-app policy (``force_https``, passthrough).
     """
     loop = loop or asyncio.get_running_loop()
     config = Limits(**limits)
@@ -125,13 +174,58 @@ async def start_edge(
     connections = ConnectionRegistry(loop, config.tick, context)
     h2_options = h2 if h2 is not None else H2Options()
 
+    def make_h2() -> asyncio.Protocol:
+        return H2ClientConnection(context, connections, h2_options)
+
+    listener = passthrough = None
+    if tls is not None:
+        if sites is not None:
+            passthrough = Passthrough(
+                loop, sites.passthrough_target, connect_timeout=config.connect_timeout
+            )
+        listener = _tls_listener(loop, tls, make_h2, context, connections, passthrough)
+    intercept = plain_http_intercept(sites, http01, None if listener is None else listener.port)
+
     def accept() -> asyncio.Protocol:
         # one port serves HTTP/1.x and HTTP/2 with prior knowledge (h2c), told apart by preface
-        return PrefaceSniffer(
-            ClientConnection(context, connections),
-            lambda: H2ClientConnection(context, connections, h2_options),
-        )
+        return PrefaceSniffer(ClientConnection(context, connections, intercept), make_h2)
 
-    server = await loop.create_server(accept, host, port, backlog=1024)
+    try:
+        server = await loop.create_server(accept, host, port, backlog=1024)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
     connections.start()
-    return Edge(server, context, connections, admission)
+    return Edge(server, context, connections, admission, listener, passthrough)
+
+
+def _tls_listener(
+    loop: asyncio.AbstractEventLoop,
+    tls: EdgeTls,
+    make_h2: Callable[[], asyncio.Protocol],
+    context: EdgeContext,
+    connections: ConnectionRegistry,
+    passthrough: Passthrough | None,
+) -> TlsListener:
+    async def select(hello: ClientHello) -> ssl.SSLContext | None:
+        return await choose_context(hello, tls.cache, tls.tls_alpn01)
+
+    def accepted(alpn: str | None) -> asyncio.Protocol | None:
+        if alpn == ACME_TLS_ALPN:
+            return None  # a TLS-ALPN-01 validation ends with its handshake
+        if alpn == "h2":
+            return make_h2()
+        return PrefaceSniffer(ClientConnection(context, connections), make_h2)
+
+    family = socket.AF_INET6 if ":" in tls.host else socket.AF_INET
+    sock = socket.create_server((tls.host, tls.port), family=family, backlog=1024)
+    return TlsListener(
+        loop,
+        sock,
+        select,
+        accepted,
+        passthrough=passthrough,
+        hello_timeout=tls.hello_timeout,
+        handshake_timeout=tls.handshake_timeout,
+    )

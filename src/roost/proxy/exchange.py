@@ -15,15 +15,22 @@ and forwards to the instance. This class does the rest:
 - **response** events streamed down to the codec (:class:`Downstream`), backpressure both
   ways; a ``101`` switches both connections to a byte tunnel (:mod:`roost.proxy.tunnel`);
 - **deadlines** as plain numbers checked by the codec's tick (no timer per request);
-- **metrics**: one ``request_finished`` per request, ``inflight`` up and down.
+- **metrics**: one ``request_finished`` per request (``protocol``: the client's, set by
+  the codec), ``inflight`` up and down.
+
+The upstream connection is an :class:`~roost.proxy.upstream.UpstreamConnection` (HTTP/1.1,
+``head`` is the encoded request head) or an :class:`~roost.proxy.h2backhaul.BackhaulStream`
+(HTTP/2 backhaul, ``head`` is a header block); :meth:`Exchange._pool_for` picks the pool.
+A retry-safe failure carrying a refusal (an HTTP/2 ``REFUSED_STREAM``) counts exactly as a
+``Roost-Refused`` response does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from roost.proxy import errors
+from roost.proxy import backhaul, errors
 from roost.proxy.headers import HOP_BY_HOP, Headers, RequestInfo, ResponseInfo, prepare_response
 from roost.proxy.metrics import Role
 from roost.proxy.routes import Backend
@@ -91,6 +98,7 @@ class Exchange:
         "host",
         "info",
         "method",
+        "protocol",
         "replayable",
         "request_done",
         "request_id",
@@ -103,12 +111,13 @@ class Exchange:
         ctx: RelayContext,
         down: Downstream,
         method: bytes,
-        head: bytes,
+        head: bytes | Headers,
         info: RequestInfo,
         host: str,
         request_id: bytes,
     ) -> None:
         self._ctx = ctx
+        self.protocol = "http/1.1"  # the client's protocol (the HTTP/2 codec sets "h2")
         self._down = down
         self.method = method
         self._head = head  # the request head as sent upstream, kept for a replay
@@ -158,6 +167,10 @@ class Exchange:
     def _response_id(self) -> bytes | None:
         """The ``Roost-Request-Id`` put on responses (None: none, and no ``Via``)."""
         return self.request_id
+
+    def _pool_for(self, backend: Backend) -> Any:
+        """The pool an attempt on ``backend`` takes its connection from."""
+        return self._ctx.pool
 
     # -- driven by the client codec ---------------------------------------------------
 
@@ -240,13 +253,13 @@ class Exchange:
     # -- attempts ---------------------------------------------------------------------
 
     def _send_to(
-        self, backend: Backend, head: bytes, *, flush: bool = True, fresh: bool = False
+        self, backend: Backend, head: bytes | Headers, *, flush: bool = True, fresh: bool = False
     ) -> None:
         """Start an attempt: a pooled connection to ``backend`` (unless ``fresh``) or a new
         one."""
         self._backend = backend
         self._refused = None
-        conn = None if fresh else self._ctx.pool.take(backend)
+        conn = None if fresh else self._pool_for(backend).take(backend)
         if conn is not None:
             self._bind(conn, head, flush=flush)
         else:
@@ -254,10 +267,11 @@ class Exchange:
             self._ctx.tasks.add(task)
             task.add_done_callback(self._ctx.tasks.discard)
 
-    async def _connect(self, backend: Backend, head: bytes) -> None:
+    async def _connect(self, backend: Backend, head: bytes | Headers) -> None:
         # An exchange that finished (or moved on) meanwhile hands the connection to the pool.
+        pool = self._pool_for(backend)
         try:
-            conn = await self._ctx.pool.connect(backend)
+            conn = await pool.connect(backend)
         except (OSError, TimeoutError) as exc:
             if not self.finished and self._backend is backend and self._conn is None:
                 if isinstance(exc, TimeoutError):
@@ -267,20 +281,22 @@ class Exchange:
                 self._down.flush()
             return
         if self.finished or self._backend is not backend or self._conn is not None:
-            self._ctx.pool.release(conn)
+            pool.release(conn)
         else:
             self._bind(conn, head, flush=True)
 
-    def _bind(self, conn: UpstreamConnection, head: bytes, *, flush: bool) -> None:
+    def _bind(self, conn: UpstreamConnection, head: bytes | Headers, *, flush: bool) -> None:
         self._conn = conn
         conn.send_request(
             self,
-            head,
+            head,  # type: ignore[arg-type]  # a header block goes to a BackhaulStream only
             chunked=self.info.chunked,
             has_body=self.has_body,
             head_req=self.method == b"HEAD",
             upgrade=self.info.upgrade is not None,
         )
+        if self._conn is not conn:  # failed at once (an HTTP/2 stream limit): moved on
+            return
         if self._pending:
             for chunk in self._pending:
                 conn.send_body(chunk)
@@ -352,7 +368,7 @@ class Exchange:
             role=self.role,
             app=self.app,
             status=status,
-            protocol="http/1.1",
+            protocol=self.protocol,
             time_to_headers=(t_head or now) - self._t_start,
             request_body_time=self._t_body if self.request_done and self._t_body else 0.0,
             response_body_time=now - t_resp if t_resp else 0.0,
@@ -404,13 +420,16 @@ class Exchange:
 
     def upstream_failed(self, err: errors.ProxyError) -> None:
         self._conn = None
+        if err.retry_safe and err.reason.startswith("refused_") and self._trusts_refusal():
+            self._refused = _refusal_reason(err)  # REFUSED_STREAM: same as Roost-Refused
         self._end_attempt()
         if self.finished:
             return
         if self.response_started:
             self._finish(self.status)
             self._down.abort_response(self)
-        elif err.retry_safe or self._refused is not None:
+            return
+        if err.retry_safe or self._refused is not None:
             self._retry_or_fail(self._refusal_error() if self._refused is not None else err)
         else:
             self._fail(err)
@@ -449,6 +468,11 @@ class Exchange:
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop (for the codec)."""
         return self._ctx.loop
+
+
+def _refusal_reason(err: errors.ProxyError) -> bytes:
+    """The ``Roost-Refused`` reason a refusal error carries."""
+    return next((v for n, v in err.headers if n == backhaul.REFUSED), backhaul.FULL)
 
 
 def _forwardable(name: bytes) -> bool:

@@ -5,13 +5,21 @@
 1. **route**: ``Host`` -> :class:`~roost.proxy.routes.AppRoute` in the current table
    (unknown host -> 404, no backends -> 503, unknown forced instance -> 404);
 2. **balance**: :func:`~roost.proxy.balance.select` over candidates built from the route's
-   backends, the load each is known to carry (``max`` of this edge's own attempts and the
-   host proxy's count) and the RTT to its node; instances already tried this round are
-   left out, and so are instances at their hard limit;
+   backends, the load each is known to carry (:func:`~roost.proxy.loadview.effective_load`
+   of the ``loads`` source -- the load view, or on one node the host proxy's admission --
+   and this edge's own attempts) and the RTT to its node; instances already tried this
+   round are left out, and so are instances at their hard limit;
 3. **attempt**: a backhaul request naming the instance (``Roost-Instance``) to its node's
-   host proxy (or, for a backend without backhaul, straight to the instance);
+   host proxy (or, for a backend without backhaul, straight to the instance over HTTP/1.1).
+   The backhaul protocol follows the client's: HTTP/1.1 requests go over the keep-alive
+   :class:`~roost.proxy.upstream.UpstreamPool` with the encoded head, HTTP/2 requests as a
+   header block (built from the parsed fields, never re-parsed) on a stream of the
+   multiplexed :class:`~roost.proxy.h2backhaul.H2BackhaulPool` (connections per backhaul
+   address, ``backhaul_h2_max_streams`` each, idle ones closed after
+   ``backhaul_h2_idle_timeout``; metrics pool ``edge_backhaul_h2``);
 4. **retry** only when the instance never saw the request (DESIGN.md): the host proxy
-   refused it (``Roost-Refused``), the connect failed or timed out, or -- for a replayable
+   refused it (``Roost-Refused``, or HTTP/2 ``REFUSED_STREAM``: the same), the connect
+   failed or timed out, or -- for a replayable
    request (GET/HEAD/OPTIONS without body) only -- the connection closed before any
    response byte. At most ``max_attempts`` attempts per round, and only while the body
    sent so far is kept (``retry_buffer_bytes``);
@@ -26,12 +34,23 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from typing import Any
 
 from roost.proxy import backhaul, errors
 from roost.proxy.balance import Candidate, select
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import NEVER, Downstream, Exchange
-from roost.proxy.headers import Headers, RequestIds, RequestInfo, prepare_head
+from roost.proxy.h2backhaul import H2BackhaulPool, request_block
+from roost.proxy.h2conn import H2Options
+from roost.proxy.headers import (
+    Headers,
+    RequestIds,
+    RequestInfo,
+    encode_head,
+    prepare_head,
+    prepare_request,
+)
+from roost.proxy.loadview import effective_load
 from roost.proxy.metrics import Metrics, RetryReason
 from roost.proxy.routes import AppRoute, Backend, RouteHolder, normalize_host
 from roost.proxy.upstream import UpstreamPool
@@ -54,14 +73,24 @@ class EdgeContext(RelayContext):
         rng: random.Random,
         *,
         metrics: Metrics | None = None,
-        loads: Callable[[str], int] | None = None,
+        loads: Callable[[str], int | None] | None = None,
         rtt: Callable[[str], float] | None = None,
+        h2: H2Options | None = None,
     ) -> None:
         super().__init__(loop, pool, limits, region, request_ids, metrics)
         self.routes = routes
         self.rng = rng
         self.inflight: dict[str, int] = {}  # instance id -> this edge's open attempts
-        self.loads: Callable[[str], int] = loads or _no_load  # instance id -> host count
+        # instance id -> reported in-flight (None: unknown/expired; own count is used then)
+        self.loads: Callable[[str], int | None] = loads or _no_load
+        self.h2pool = H2BackhaulPool(  # backhaul for requests that came in over HTTP/2
+            loop,
+            max_streams=limits.backhaul_h2_max_streams,
+            idle_timeout=limits.backhaul_h2_idle_timeout,
+            connect_timeout=limits.connect_timeout,
+            options=h2,
+        )
+        self.metrics.register_pool("edge_backhaul_h2", self.h2pool)
         self.rtt: Callable[[str], float] = rtt or _same_node  # node id -> seconds
         self.queues = WaitQueues(limits.queue_max)
         self._table_seen = routes.table
@@ -77,12 +106,25 @@ class EdgeContext(RelayContext):
         client_ip: bytes,
         request_id: bytes,
         upgrade: bool,
+        *,
+        protocol: str = "http/1.1",
     ) -> Exchange:
-        head, info = prepare_head(
-            method, version, target, headers, fwd_tail, client_ip, request_id, upgrade=upgrade
-        )
+        head: bytes | Headers
+        if protocol == "h2":
+            fields, info = _prepare_h2(method, target, headers, fwd_tail, client_ip, request_id)
+            head = request_block(method, target, fields)
+        else:
+            head, info = prepare_head(
+                method, version, target, headers, fwd_tail, client_ip, request_id, upgrade=upgrade
+            )
         host = (info.host or b"").decode("latin-1")
-        return EdgeExchange(self, down, method, head, info, host, request_id)
+        ex = EdgeExchange(self, down, method, head, info, host, request_id)
+        ex.protocol = protocol
+        return ex
+
+    def close_pools(self) -> None:
+        super().close_pools()
+        self.h2pool.close()
 
     def capacity_freed(self, app: str, instance_id: str, in_flight: int = 0) -> None:
         """An instance of ``app`` may have room now: wake one waiter (soon, not inside
@@ -103,8 +145,46 @@ class EdgeContext(RelayContext):
                 self._wake(app, None)
 
 
-def _no_load(instance_id: str) -> int:
-    return 0
+def _no_load(instance_id: str) -> int | None:
+    return None
+
+
+def _prepare_h2(
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    fwd_tail: tuple[tuple[bytes, bytes], ...],
+    client_ip: bytes,
+    request_id: bytes,
+) -> tuple[Headers, RequestInfo]:
+    """:func:`~roost.proxy.headers.prepare_head` for an HTTP/2 request (``Host`` from
+    ``:authority``; no version, absolute form or upgrade to handle): the fields to send."""
+    if method == b"CONNECT":
+        raise errors.method_not_allowed("CONNECT")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise errors.bad_request("invalid :path")
+    fields, info = prepare_request(headers, fwd_tail, client_ip, request_id)
+    if info.host is None:
+        raise errors.bad_request("missing :authority")
+    return fields, info
+
+
+def _h1_head(block: Headers, chunked: bool) -> bytes:
+    """An HTTP/2 request header block as an HTTP/1.1 head (to an instance directly)."""
+    method = path = b""
+    fields: Headers = []
+    for name, value in block:
+        if name == b":method":
+            method = value
+        elif name == b":path":
+            path = value
+        elif name == b":authority":
+            fields.insert(0, (b"host", value))
+        elif name[:1] != b":":
+            fields.append((name, value))
+    if chunked:
+        fields.append((b"transfer-encoding", b"chunked"))
+    return encode_head(method + b" " + path + b" HTTP/1.1\r\n", fields)
 
 
 def _same_node(node: str) -> float:
@@ -136,7 +216,7 @@ class EdgeExchange(Exchange):
         ctx: EdgeContext,
         down: Downstream,
         method: bytes,
-        head: bytes,
+        head: bytes | Headers,
         info: RequestInfo,
         host: str,
         request_id: bytes,
@@ -190,9 +270,19 @@ class EdgeExchange(Exchange):
         iid = backend.instance_id
         inflight[iid] = inflight.get(iid, 0) + 1
         head = self._head
-        if backend.backhaul is not None:
+        if backend.backhaul is None:
+            if not isinstance(head, bytes):
+                head = _h1_head(head, self.info.chunked)
+        elif isinstance(head, bytes):
             head = backhaul.with_instance(head, iid)
+        else:
+            head = [*head, (_INSTANCE, iid.encode("ascii"))]
         self._send_to(backend, head, flush=flush)
+
+    def _pool_for(self, backend: Backend) -> Any:
+        if backend.backhaul is not None and self.protocol == "h2":
+            return self._ctx.h2pool
+        return self._ctx.pool
 
     def _pick(self) -> Backend | None:
         """The best backend to try next, or None."""
@@ -211,7 +301,7 @@ class EdgeExchange(Exchange):
                 continue
             load = own(iid, 0)
             if b.backhaul is not None:
-                load = max(load, loads(iid))
+                load = effective_load(loads(iid), load)
             by_id[iid] = b
             candidates.append(
                 Candidate(
@@ -361,6 +451,9 @@ class EdgeExchange(Exchange):
             seconds, self._waited_since = self._t_head - self._waited_since, 0.0
             self._ctx.metrics.queue_wait(app=self.app, seconds=seconds, outcome="served")
         return info
+
+
+_INSTANCE = backhaul.INSTANCE.lower()
 
 
 def _retry_reason(err: errors.ProxyError, refused: bytes | None) -> RetryReason:

@@ -8,9 +8,11 @@ streams per connection.
   stream at 64 KiB per round trip), carrying at most ``min(max_streams, the peer's
   MAX_CONCURRENT_STREAMS)`` streams.
 - :class:`BackhaulStream` -- one request on it, with the methods an exchange calls on an
-  :class:`~roost.proxy.upstream.UpstreamConnection` (``send_request`` with the HTTP/1.1
-  head the exchange built, ``send_body``, ``send_end``, ``flush``, ``pause_reading``,
-  ``abort``); it reports to the exchange as its :class:`~roost.proxy.upstream.UpstreamSink`.
+  :class:`~roost.proxy.upstream.UpstreamConnection` (``send_request`` with the header
+  block :func:`request_block` built from the exchange's fields -- or an HTTP/1.1 head,
+  converted by :func:`request_fields` --, ``send_body``, ``send_end``, ``flush``,
+  ``pause_reading``, ``abort``); it reports to the exchange as its
+  :class:`~roost.proxy.upstream.UpstreamSink`.
 - :class:`H2BackhaulPool` -- ``take(backend)`` gives a stream on the busiest connection
   with a free slot (so spare connections go idle and expire), ``connect(backend)`` opens a
   connection (or joins one being opened), ``release`` is a no-op (a stream ends itself),
@@ -29,6 +31,7 @@ import h2.config
 import h2.events as ev
 import h2.exceptions
 import h2.settings
+from hpack import NeverIndexedHeaderTuple
 
 from roost.proxy import backhaul, errors
 from roost.proxy.h2conn import H2Base, H2Options, StreamOut
@@ -39,18 +42,25 @@ if TYPE_CHECKING:
     from roost.proxy.routes import Backend
     from roost.proxy.upstream import UpstreamSink
 
-__all__ = ["BackhaulConnection", "BackhaulStream", "H2BackhaulPool", "request_fields"]
+__all__ = [
+    "BackhaulConnection",
+    "BackhaulStream",
+    "H2BackhaulPool",
+    "request_block",
+    "request_fields",
+]
 
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
     header_encoding=None,
-    validate_inbound_headers=True,  # the host proxy is trusted, but a bug is a clean error
+    validate_inbound_headers=False,  # the host proxy is trusted; its fields come from httptools
     validate_outbound_headers=False,  # built from the exchange's checked head
     normalize_outbound_headers=False,
 )
 _SC = h2.settings.SettingCodes
 _REFUSED_STREAM, _CANCEL = 0x7, 0x8
 _NEVER = float("inf")
+_RID = b"roost-request-id"
 
 
 def request_fields(head: bytes, scheme: bytes = b"http") -> Headers:
@@ -72,6 +82,25 @@ def request_fields(head: bytes, scheme: bytes = b"http") -> Headers:
     return pseudo + fields
 
 
+def request_block(
+    method: bytes, target: bytes, fields: Headers, scheme: bytes = b"http"
+) -> Headers:
+    """HTTP/1.1-style request fields (as the edge prepared them) as an HTTP/2 header block:
+    ``Host`` becomes ``:authority``, names are lower-cased, hop-by-hop fields go. The
+    request id (new on every request) stays out of HPACK's dynamic table, where it would
+    only evict the fields that repeat (and make every lookup in the table longer)."""
+    block: Headers = [(b":method", method), (b":scheme", scheme), (b":path", target)]
+    for name, value in fields:
+        lname = name.lower()
+        if lname == b"host":
+            block.insert(2, (b":authority", value))
+        elif lname == _RID:
+            block.append(NeverIndexedHeaderTuple(lname, value))
+        elif lname not in HOP_BY_HOP:
+            block.append((lname, value))
+    return block
+
+
 class BackhaulStream(StreamOut):
     """One request on a :class:`BackhaulConnection` (see the module docstring)."""
 
@@ -86,18 +115,28 @@ class BackhaulStream(StreamOut):
         self.requests = conn.opened_streams + 1  # > 1: on a reused connection
 
     def send_request(
-        self, sink: UpstreamSink, head: bytes, *, chunked: bool, has_body: bool, head_req: bool
+        self,
+        sink: UpstreamSink,
+        head: bytes | Headers,
+        *,
+        chunked: bool,
+        has_body: bool,
+        head_req: bool,
+        upgrade: bool = False,
     ) -> None:
-        """Bind ``sink`` and frame the request's HEADERS (written at :meth:`flush`)."""
+        """Bind ``sink`` and frame the request's HEADERS (written at :meth:`flush`);
+        ``head`` is a header block (:func:`request_block`) or an HTTP/1.1 head."""
         conn = self.conn
         self.sink = sink
         self.sid = conn.h2.get_next_available_stream_id()  # taken by send_headers below
         conn.streams[self.sid] = self
         conn.opened_streams += 1
+        conn.pool.requests += 1
         conn.idle_since = _NEVER
         self.ending = self.done = not has_body
         try:
-            conn.h2.send_headers(self.sid, request_fields(head), end_stream=not has_body)
+            block = request_fields(head) if isinstance(head, bytes) else head
+            conn.h2.send_headers(self.sid, block, end_stream=not has_body)
         except h2.exceptions.ProtocolError:  # e.g. the peer lowered its stream limit
             self.sink = None
             conn.drop(self.sid)
@@ -150,7 +189,7 @@ class BackhaulConnection(H2Base):
         self.draining = False  # GOAWAY received: no new streams
         self.opened_streams = 0
         self.idle_since = pool.loop.time()
-        self._touched: set[BackhaulStream] = set()
+        self._touched: set[UpstreamSink] = set()  # sinks to flush after this input
 
     @property
     def capacity(self) -> int:
@@ -173,7 +212,7 @@ class BackhaulConnection(H2Base):
     def _stream(self, event: Any) -> BackhaulStream | None:
         st = self.streams.get(event.stream_id or 0)
         if isinstance(st, BackhaulStream) and st.sink is not None:
-            self._touched.add(st)
+            self._touched.add(st.sink)  # flushed even if the stream ends in this read
             return st
         return None
 
@@ -250,9 +289,8 @@ class BackhaulConnection(H2Base):
 
     def _after_input(self) -> None:
         touched, self._touched = self._touched, set()
-        for st in touched:
-            if st.sink is not None:
-                st.sink.upstream_flush()
+        for sink in touched:
+            sink.upstream_flush()
 
     def _pause_changed(self, st: StreamOut, paused: bool) -> None:
         sink = st.sink if isinstance(st, BackhaulStream) else None
@@ -311,6 +349,7 @@ class H2BackhaulPool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.opened = self.closed = 0
+        self.requests = 0  # streams opened so far
 
     def take(self, backend: Backend) -> BackhaulStream | None:
         """A stream on the busiest connection to ``backend``'s host with a free slot."""
@@ -384,7 +423,8 @@ class H2BackhaulPool:
         """Counts for metrics: connections, open streams, opened/closed so far."""
         conns = [c for cs in self._conns.values() for c in cs]
         out = {"connections": len(conns), "streams": sum(len(c.streams) for c in conns)}
-        return out | {"opened": self.opened, "closed": self.closed}
+        out |= {"opened": self.opened, "closed": self.closed, "requests": self.requests}
+        return out | {"max_streams": self.max_streams}
 
     def close(self) -> None:
         """Close idle connections now; busy ones close after their last stream."""

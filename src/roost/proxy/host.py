@@ -14,6 +14,14 @@ Per request (:class:`HostExchange`)::
       --UpstreamPool (127.0.0.1:port)--> request streamed to the instance, response back
       --Admission.release--> on completion, failure or cancel (listeners wake edge waiters)
 
+The backhaul listener speaks HTTP/1.1 and HTTP/2 (prior knowledge) on one socket, told
+apart by :class:`~roost.proxy.preface.PrefaceSniffer`: the edge's backhaul follows its
+client's protocol. At the hard limit an HTTP/1.1 request is answered ``503`` with
+``Roost-Refused: full``; an HTTP/2 stream is reset with ``REFUSED_STREAM`` (the HTTP/2
+codec does that for a ``full`` refusal on the host role) -- either way before any byte
+reached the instance. The backhaul's HTTP/2 limits (:data:`BACKHAUL_H2`) are those of a
+trusted peer: edges multiplex many streams and cancel many of them.
+
 A connect failure to the instance is refused as ``unreachable`` (the instance never saw
 it). Instances' ``roost-*`` response fields are stripped, so an app cannot forge a
 refusal; responses get neither ``Via`` nor a request id here (the edge adds them).
@@ -35,12 +43,28 @@ from roost.proxy import backhaul, errors
 from roost.proxy.admission import Admission, HostTarget, TableHolder
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import Downstream, Exchange
+from roost.proxy.h2conn import H2Options
+from roost.proxy.h2limits import H2Limits, Rate
 from roost.proxy.headers import Headers, RequestIds, RequestInfo
 from roost.proxy.metrics import Metrics, NullMetrics
 from roost.proxy.server import ConnectionRegistry, ProxyServer
 from roost.proxy.upstream import UpstreamPool
 
-__all__ = ["HostContext", "HostExchange", "HostProxy", "start_host_proxy"]
+__all__ = ["BACKHAUL_H2", "HostContext", "HostExchange", "HostProxy", "start_host_proxy"]
+
+_UNLIMITED = Rate(1e9, 1 << 30)
+BACKHAUL_H2 = H2Options(
+    limits=H2Limits(
+        max_concurrent_streams=1000,  # the edge's own per-connection limit is lower
+        stream_churn=_UNLIMITED,  # refusals and cancellations are normal here
+        settings=_UNLIMITED,
+        pings=_UNLIMITED,
+        empty_frames=_UNLIMITED,
+        window_updates=_UNLIMITED,
+        control=_UNLIMITED,
+    )
+)
+""":class:`H2Options` of the host proxy's HTTP/2 backhaul listener (a trusted peer)."""
 
 
 class HostContext(RelayContext):
@@ -73,9 +97,13 @@ class HostContext(RelayContext):
         client_ip: bytes,
         request_id: bytes,
         upgrade: bool,
+        *,
+        protocol: str = "http/1.1",
     ) -> Exchange:
         head, info = backhaul.prepare_host_head(method, version, target, headers)
-        return HostExchange(self, down, method, head, info, "", request_id)
+        ex = HostExchange(self, down, method, head, info, "", request_id)
+        ex.protocol = protocol
+        return ex
 
 
 class HostExchange(Exchange):
@@ -200,12 +228,16 @@ async def start_host_proxy(
     admission: Admission | None = None,
     metrics: Metrics | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    h2: H2Options = BACKHAUL_H2,
     **limits: Any,
 ) -> HostProxy:
-    """Listen on the unix socket ``path`` and serve backhaul requests for ``table``'s
-    instances. ``limits`` are :class:`~roost.proxy.forward.Limits` fields (its connect,
-    response, keep-alive and upstream pool settings apply here)."""
+    """Listen on the unix socket ``path`` and serve backhaul requests (HTTP/1.1 and h2c)
+    for ``table``'s instances. ``limits`` are :class:`~roost.proxy.forward.Limits` fields
+    (its connect, response, keep-alive and upstream pool settings apply here); ``h2``: the
+    HTTP/2 settings of backhaul connections."""
     from roost.proxy.http1 import ClientConnection
+    from roost.proxy.http2 import H2ClientConnection
+    from roost.proxy.preface import PrefaceSniffer
 
     loop = loop or asyncio.get_running_loop()
     config = Limits(**limits)
@@ -222,8 +254,13 @@ async def start_host_proxy(
     context = HostContext(loop, table, admission or Admission(), pool, config, request_ids, metrics)
     connections = ConnectionRegistry(loop, config.tick, context)
     sock = _bind_unix(path)
-    server = await loop.create_unix_server(
-        lambda: ClientConnection(context, connections), sock=sock, backlog=1024
-    )
+
+    def accept() -> asyncio.Protocol:
+        return PrefaceSniffer(
+            ClientConnection(context, connections),
+            lambda: H2ClientConnection(context, connections, h2),
+        )
+
+    server = await loop.create_unix_server(accept, sock=sock, backlog=1024)
     connections.start()
     return HostProxy(server, context, connections, path)

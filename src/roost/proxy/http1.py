@@ -29,6 +29,10 @@ Rules kept here:
   and discarding, so the client gets to read the response instead of a reset. A response
   the instance ended early closes the connection: never a truncated response on a
   keep-alive connection.
+- **Answered at the edge.** An optional ``intercept`` sees each request head before routing
+  and may answer it itself (ACME HTTP-01 tokens, ``force_https`` redirects; see
+  :mod:`roost.proxy.tls.sites`); such an answer closes the connection. Over TLS the
+  forwarding headers say ``X-Forwarded-Proto: https``.
 - **Deadlines** (idle keep-alive, request head, response head) are plain numbers checked
   once per tick by :class:`~roost.proxy.edge.ConnectionRegistry`: no timer per request.
 """
@@ -40,6 +44,7 @@ import collections
 import fcntl
 import struct
 import termios
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -79,11 +84,19 @@ class _Reject(Exception):
     """Raised from a parser callback; the ProxyError to answer is in ``_reject``."""
 
 
+Intercept = Callable[[bytes, bytes, Headers], errors.ProxyError | None]
+"""``(method, target, headers) -> answer or None``: a request the edge answers itself before
+routing (ACME HTTP-01 tokens, ``force_https`` redirects); the connection closes after it."""
+
+
 class ClientConnection(asyncio.Protocol):
     """One client TCP connection speaking HTTP/1.0 or HTTP/1.1."""
 
-    def __init__(self, ctx: RelayContext, registry: ConnectionRegistry) -> None:
+    def __init__(
+        self, ctx: RelayContext, registry: ConnectionRegistry, intercept: Intercept | None = None
+    ) -> None:
         self._ctx = ctx
+        self._intercept = intercept
         self._limits = ctx.limits
         self._registry = registry
         self.transport: asyncio.Transport | None = None
@@ -134,7 +147,8 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self._client_ip = (peer[0] if isinstance(peer, tuple) else "").encode("ascii")
         port = str(local[1]).encode("ascii") if isinstance(local, tuple) else b""
-        fwd = Forwarding(self._client_ip, b"http", port, self._ctx.region.encode("ascii"))
+        proto = b"http" if transport.get_extra_info("ssl_object") is None else b"https"
+        fwd = Forwarding(self._client_ip, proto, port, self._ctx.region.encode("ascii"))
         self._fwd_tail = fwd.tail()
         self._registry.add(self)
         self._arm_deadline()
@@ -256,6 +270,10 @@ class ClientConnection(asyncio.Protocol):
             self._fail_parse(errors.header_too_large(limits.max_header_bytes))
         parser = self.parser
         method = parser.get_method()
+        if self._intercept is not None:
+            answer = self._intercept(method, self._url, headers)
+            if answer is not None:
+                self._fail_parse(answer)
         rid = self._ctx.request_ids.next()
         version = parser.get_http_version()
         try:
@@ -489,6 +507,7 @@ class ClientConnection(asyncio.Protocol):
             self._queue.append((err, False, False))
             self.pause_reading(PAUSE_PIPELINE)
         else:
+            self._ctx.request_rejected(err.status, "http/1.1")
             self._out.append(errors.render(err, request_id=self._ctx.request_ids.next()))
             self._close(linger=True)
 

@@ -14,6 +14,9 @@ upstream). No task per request. Rules kept here:
   resets one stream (PROTOCOL_ERROR), not the connection. Excess streams: REFUSED_STREAM
   (h2's own limit is raised, unannounced, to ``stream_ceiling``). Request trailers are
   checked, then dropped (as in ``http1``).
+- **On a host proxy's backhaul** (``ctx.role == "host"``; only authenticated edges reach
+  it): request blocks are not validated again (the edge checked and rebuilt them), and a
+  ``full`` refusal is RST_STREAM(REFUSED_STREAM) -- the instance saw nothing.
 - **Backpressure**: a stream's request credit goes back only as its exchange takes the bytes
   (``pause_reading`` holds it); over 64 KiB of response queued for a slow client pauses that
   stream's upstream; zero-window stalls go to the guard's stall timeout.
@@ -36,7 +39,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame, PingFrame
 
-from roost.proxy import errors
+from roost.proxy import backhaul, errors
 from roost.proxy import h2limits as lim
 from roost.proxy.h2conn import H2Base, H2Options, StreamOut
 from roost.proxy.headers import HOP_BY_HOP, Forwarding, Headers, ResponseInfo
@@ -62,6 +65,7 @@ _INTERNAL_ERROR = 0x2
 _RID = b"roost-request-id"
 _BYE = b"roostbye"  # opaque data of the PING that times the final GOAWAY
 _NEVER = float("inf")
+_REFUSED_FULL = "refused_" + backhaul.FULL.decode("ascii")
 
 
 class _Stream(StreamOut):
@@ -97,6 +101,8 @@ class _Stream(StreamOut):
         self.conn.touch(self)
 
     def send_error(self, ex: Exchange, err: errors.ProxyError) -> None:
+        if err.reason == _REFUSED_FULL and self.conn.backhaul:
+            return self.conn.reset(self.sid, lim.REFUSED_STREAM)  # the instance saw nothing
         self.answer(err, ex.request_id, head=ex.method == b"HEAD")
 
     def answer(self, err: errors.ProxyError, request_id: bytes, *, head: bool) -> None:
@@ -105,6 +111,7 @@ class _Stream(StreamOut):
         self.head = [(b":status", b"%d" % err.status), (b"content-length", b"%d" % len(body))]
         self.head += [(b"content-type", b"text/plain; charset=utf-8")]
         self.head += [NeverIndexedHeaderTuple(_RID, request_id)]
+        self.head += [(n.lower(), v) for n, v in err.headers]
         if err.status == 405:
             self.head.append((b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"))
         if not head:
@@ -170,6 +177,9 @@ class H2ClientConnection(H2Base):
         self._deadline = _NEVER  # preface/SETTINGS deadline, then the idle deadline
         self._client_ip = b""
         self._fwd_tail: tuple[tuple[bytes, bytes], ...] = ()
+        # a host proxy's backhaul (only authenticated edges reach it): refusals are
+        # RST_STREAM(REFUSED_STREAM), and request blocks are not validated again
+        self.backhaul = ctx.role == "host"
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -254,7 +264,7 @@ class H2ClientConnection(H2Base):
         if self._final and sid > self._last_stream:
             return self.reset(sid, lim.REFUSED_STREAM)
         verdict = self._guard.stream_opened(sid, now)
-        if verdict is lim.OK:
+        if verdict is lim.OK and not self.backhaul:  # an edge's block: checked, rebuilt there
             verdict = self._validate(sid, headers, _REQUEST)
         if verdict is not lim.OK:
             return self._apply(verdict)
@@ -264,9 +274,19 @@ class H2ClientConnection(H2Base):
         rid = ctx.request_ids.next()
         try:
             st.ex = ex = ctx.new_exchange(
-                st, method, "1.1", target, fields, self._fwd_tail, self._client_ip, rid, False
+                st,
+                method,
+                "1.1",
+                target,
+                fields,
+                self._fwd_tail,
+                self._client_ip,
+                rid,
+                False,
+                protocol="h2",
             )
         except errors.ProxyError as err:
+            ctx.request_rejected(err.status, "h2")
             return st.answer(err, rid, head=method == b"HEAD")
         ex.start(flush=False)
         self._touched.add(ex)

@@ -106,7 +106,7 @@ class ProxyServer:
             for conn in list(self.connections.connections):
                 conn.abort()
         self.connections.stop()
-        ctx.pool.close()
+        ctx.close_pools()
         if ctx.tasks:
             # Connect attempts of finished exchanges end within connect_timeout and hand
             # their connection to the (closed) pool; cancelling one that just connected

@@ -1,0 +1,140 @@
+"""SNI passthrough: relay a TLS connection, ClientHello untouched, to an app's instance.
+
+The TLS listener (:mod:`roost.proxy.tls.terminate`) peeks at the ClientHello without reading
+it; when ``target(server_name)`` names an address (an app with a no-handler port 443, see
+:mod:`roost.proxy.tls.sites`), :class:`Passthrough` connects there and only then hands the
+client socket to the loop, so the backend reads the very bytes the client sent, ClientHello
+first. From then on it is a :class:`~roost.proxy.tunnel.Tunnel`: bytes both ways with
+backpressure and half-close. No certificate, no decryption, no HTTP at the edge.
+
+A backend that cannot be reached within ``connect_timeout`` gets the client closed (TLS
+clients then report a handshake failure). :meth:`Passthrough.close` aborts every relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+
+from roost.proxy.tls.clienthello import ClientHello
+from roost.proxy.tunnel import CLIENT, UPSTREAM, Tunnel
+
+__all__ = ["Passthrough"]
+
+Target = Callable[[str | None], tuple[str, int] | None]
+
+
+class _Side(asyncio.Protocol):
+    """One connection of a relay; bytes go to the other side once both are up."""
+
+    __slots__ = ("early", "relay", "side", "transport")
+
+    def __init__(self, relay: _Relay, side: int) -> None:
+        self.relay = relay
+        self.side = side
+        self.transport: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.relay.side_up()
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.relay.tunnel
+        if tunnel is None:
+            self.early.append(data)
+        else:
+            tunnel.received(self.side, data)
+
+    def eof_received(self) -> bool | None:
+        tunnel = self.relay.tunnel
+        return tunnel.eof(self.side) if tunnel is not None else False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self.side)
+
+    def pause_writing(self) -> None:
+        if self.relay.tunnel is not None:
+            self.relay.tunnel.pause(self.side)
+
+    def resume_writing(self) -> None:
+        if self.relay.tunnel is not None:
+            self.relay.tunnel.resume(self.side)
+
+
+class _Relay:
+    __slots__ = ("done", "sides", "tunnel")
+
+    def __init__(self, done: Callable[[_Relay], None]) -> None:
+        self.sides = (_Side(self, CLIENT), _Side(self, UPSTREAM))
+        self.tunnel: Tunnel | None = None
+        self.done = done
+
+    def side_up(self) -> None:
+        client, upstream = (side.transport for side in self.sides)
+        if client is None or upstream is None:
+            return
+        self.tunnel = Tunnel(client, upstream, lambda: self.done(self))
+        for side in self.sides:
+            for data in side.early:
+                self.tunnel.received(side.side, data)
+            side.early.clear()
+
+    def lost(self, side: int) -> None:
+        if self.tunnel is not None:
+            self.tunnel.lost(side)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        for side in self.sides:
+            if side.transport is not None:
+                side.transport.abort()
+
+
+class Passthrough:
+    """The TLS listener's passthrough hook: ``hook(hello, sock)`` -> relay coroutine or None."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: Target,
+        *,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.loop = loop
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.relays: set[_Relay] = set()
+
+    def __call__(self, hello: ClientHello, sock: socket.socket) -> Awaitable[None] | None:
+        address = self.target(hello.server_name)
+        return None if address is None else self._relay(address, sock)
+
+    async def _relay(self, address: tuple[str, int], sock: socket.socket) -> None:
+        relay = _Relay(self.relays.discard)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self.loop.create_connection(lambda: relay.sides[UPSTREAM], *address)
+        except (OSError, TimeoutError):
+            sock.close()
+            return
+        except asyncio.CancelledError:
+            sock.close()
+            relay.abort()
+            raise
+        self.relays.add(relay)
+        try:
+            await self.loop.connect_accepted_socket(lambda: relay.sides[CLIENT], sock)
+        except OSError:
+            relay.abort()
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        """Abort every relay."""
+        for relay in list(self.relays):
+            relay.abort()
+        self.relays.clear()
