@@ -71,6 +71,7 @@ from roost.proxy.usage import AppUsage
 
 log = logging.getLogger("roost.node")
 NODE_LEASE_TTL = 15.0
+TICKET_KEY_LIFETIME = 12 * 3600.0
 DEMO_HEALTHY_TIMEOUT = 30.0
 DEMO_DIR = Path(roost.__file__).resolve().parents[2] / "examples" / "demo"
 T = TypeVar("T")
@@ -291,6 +292,7 @@ async def run_node(
         cache = CertCache(catalog, seal, self_signed=sites.self_signed)
         stack.push_async_callback(cache.close)
         _background(stack, cache.run())
+        _background(stack, _rotate_tickets(cache))
         http01, tls_alpn01 = Http01Responder(), TlsAlpn01Responder()
         tls = None
         if opts.https_port is not None:
@@ -386,6 +388,13 @@ async def _stop_api(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
 async def _revoke(store: SqliteStore, lease: int) -> None:
     with contextlib.suppress(Exception):
         await store.revoke(lease)
+
+
+async def _rotate_tickets(cache: CertCache) -> None:
+    """Fresh session-ticket keys every ``TICKET_KEY_LIFETIME`` (forward secrecy for tickets)."""
+    while True:
+        await asyncio.sleep(TICKET_KEY_LIFETIME)
+        cache.rotate_ticket_keys()
 
 
 async def _keep_lease(store: SqliteStore, lease: int, catalog: Catalog, node: r.Node) -> None:
