@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.catalog.records import InstanceState
+
 APP_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
-InstanceStateName = Literal[
-    "created",
-    "starting",
-    "started",
-    "exited",
-    "restarting",
-    "stopping",
-    "stopped",
-    "failed",
-    "destroyed",
-]
+InstanceStateName = InstanceState  # one list of states: the catalog's
 
 
 class Strict(BaseModel):
