@@ -6,7 +6,8 @@ after MS milliseconds, ``/gate`` when the instance's ``gate`` is set, ``/drop`` 
 request then closes without answering, ``/ws`` with ``Upgrade`` answers 101 and then
 echoes bytes upper-cased until EOF (then sends ``BYE`` and closes). Every request is
 recorded with its ``X-Test-Id`` header and body digest; ``max_active`` is the most
-requests it ever had in progress at once.
+requests it ever had in progress at once. :func:`req`, :func:`post` build requests for
+them; :func:`hold` keeps an instance busy on ``/gate``.
 """
 
 from __future__ import annotations
@@ -35,62 +36,24 @@ from roost.proxy import (
 from roost.proxy.backhaul import unix_address
 from roost.proxy.edge import Edge
 from roost.proxy.host import HostProxy
+from tests.integration.rig import HOST, H11Server, RawClient, close_all, wait_for
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass
-class Instance:
+class Instance(H11Server):
     ident: str
     hard: int | None = None
     soft: int = 20
     node: str = "n1"
     rtt: float = 0.0
-    port: int = 0
     active: int = 0
     max_active: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    server: asyncio.Server | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    async def start(self) -> Instance:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        self.gate.set()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
 
     def ids(self) -> list[str]:
         return [s["test_id"] for s in self.seen]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while await self._one(conn, reader, writer):
-                conn.start_next_cycle()
-        except (ConnectionError, h11.RemoteProtocolError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self.tasks.discard(task)
-
-    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            conn.receive_data(await reader.read(65536))
 
     async def _echo_upper(
         self,
@@ -117,12 +80,14 @@ class Instance:
         writer.write(b"BYE")
         await writer.drain()
 
-    async def _one(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def _answer(
+        self,
+        request: h11.Request,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        served: int,
     ) -> bool:
-        request = await self._next(conn, reader)
-        if not isinstance(request, h11.Request):
-            return False
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -257,10 +222,7 @@ async def rig(
     try:
         yield Rig(edge, host, instances, routes, table)
     finally:
-        from tests.integration.test_edge_http1 import RawClient
-
-        while RawClient.opened:
-            await RawClient.opened.pop().close()
+        await close_all(RawClient.opened)
         await edge.close(timeout=2.0)
         await host.close(timeout=2.0)
         for inst in instances:
@@ -292,3 +254,25 @@ class Recorder:
             self.calls.append((name, kw))
 
         return record
+
+
+def req(path: str = "/", *, host: str = HOST, test_id: str = "", extra: str = "") -> bytes:
+    """A GET request, with an ``X-Test-Id`` header when ``test_id`` is given."""
+    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{tid}{extra}\r\n".encode()
+
+
+def post(path: str, body: bytes, *, test_id: str = "", host: str = HOST) -> bytes:
+    """A POST request with ``body`` (Content-Length), ``X-Test-Id`` as for :func:`req`."""
+    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{tid}Content-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def hold(port: int, inst: Instance, request: bytes) -> RawClient:
+    """Send ``request`` (a ``/gate`` one) on a new client and wait until ``inst`` is busy
+    with it; the client (its response comes once ``inst.gate`` is set) is returned."""
+    held = await RawClient.open(port)
+    held.send(request)
+    await wait_for(lambda: inst.active == 1, what=f"{inst.ident} busy")
+    return held

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -34,62 +35,29 @@ from roost.proxy.edge import Edge
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.http2 import H2ClientConnection, H2Options
 from roost.proxy.preface import PrefaceSniffer
+from tests.integration import rig as shared
+from tests.integration.rig import BLOCK, H11Server, close_all
 
-AUTHORITY = "demo.localhost"
-BLOCK = bytes(range(256)) * 256  # 64 KiB
+AUTHORITY = shared.HOST
 
 
 @dataclass
-class Backend:
+class Backend(H11Server):
     """See the module docstring. ``sent``: body bytes written by the last stream."""
 
     ident: str = "b0"
-    port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     sent: int = 0
     received: int = 0
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    server: asyncio.Server | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        self.gate.set()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while await self._one(conn, reader, writer):
-                conn.start_next_cycle()
-        except (ConnectionError, h11.RemoteProtocolError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self.tasks.discard(task)
-
-    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        while (event := conn.next_event()) is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-        return event
-
-    async def _one(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def _answer(
+        self,
+        request: h11.Request,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        served: int,
     ) -> bool:
-        request = await self._next(conn, reader)
-        if not isinstance(request, h11.Request):
-            return False
         target = request.target.decode()
         if target == "/hold":
             await self.gate.wait()
@@ -138,20 +106,8 @@ class Backend:
         return True
 
 
-async def wait_stable(value: Callable[[], int], quiet: float = 0.5, timeout: float = 20.0) -> int:
-    """Poll until ``value()`` is positive and unchanged for ``quiet`` seconds; return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last, since = value(), loop.time()
-    while True:
-        now = loop.time()
-        assert now < deadline, "value never settled"
-        current = value()
-        if current != last:
-            last, since = current, now
-        elif current > 0 and now - since >= quiet:
-            return current
-        await asyncio.sleep(0.02)
+# The h2 tests' own settings: a longer quiet spell (0.5 s), polled every 20 ms.
+wait_stable = functools.partial(shared.wait_stable, quiet=0.5, interval=0.02)
 
 
 @dataclass
@@ -184,8 +140,7 @@ async def h2_edge(options: H2Options | None = None, **limits: Any) -> AsyncItera
     try:
         yield Rig(edge, server, backend)
     finally:
-        while H2Client.opened:
-            await H2Client.opened.pop().close()
+        await close_all(H2Client.opened)
         server.close()
         await edge.close(timeout=2.0)
         await backend.close()

@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from tests.integration.hostrig import Recorder
-from tests.integration.test_edge_http1 import HOST, RawClient, fetch, get, stack
+from tests.integration.rig import HOST, RawClient, fetch, get, stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,23 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.hostrig import Instance, Recorder, rig
-from tests.integration.test_edge_http1 import RawClient, Response, fetch, wait_for
+from tests.integration.hostrig import Instance, Recorder, hold, post, req, rig
+from tests.integration.rig import Response, fetch, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def req(
-    path: str = "/", *, host: str = "demo.localhost", test_id: str = "", extra: str = ""
-) -> bytes:
-    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{tid}{extra}\r\n".encode()
-
-
-def post(path: str, body: bytes, *, test_id: str = "", host: str = "demo.localhost") -> bytes:
-    tid = f"X-Test-Id: {test_id}\r\n" if test_id else ""
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{tid}Content-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
 
 
 async def test_request_reaches_instance_through_host_proxy(tmp_path: Path) -> None:
@@ -83,9 +70,9 @@ async def test_refused_request_is_retried_on_another_instance(tmp_path: Path) ->
     near, far = Instance("a", hard=1), Instance("b", hard=1, node="n2", rtt=0.01)
     metrics = Recorder()
     async with rig(tmp_path, [near, far], stale_loads=True, metrics=metrics) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate", test_id="holder", extra="Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: near.active == 1, what="a busy")
+        held = await hold(
+            r.port, near, req("/gate", test_id="holder", extra="Roost-Force-Instance-Id: a\r\n")
+        )
         resp = await fetch(r.port, req(test_id="second"))
         assert resp.status == 200 and resp.body == b"b"
         assert near.ids() == ["holder"] and far.ids() == ["second"]
@@ -100,9 +87,7 @@ async def test_post_body_replayed_after_refusal(tmp_path: Path) -> None:
     near, far = Instance("a", hard=1), Instance("b", node="n2", rtt=0.01)
     body = os.urandom(200_000)
     async with rig(tmp_path, [near, far], stale_loads=True) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: near.active == 1, what="a busy")
+        await hold(r.port, near, req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
         resp = await fetch(r.port, post("/up", body, test_id="p"))
         assert resp.status == 200 and resp.body == b"b"
         seen = far.seen[0]
@@ -115,9 +100,7 @@ async def test_body_beyond_retry_buffer_is_not_retried(tmp_path: Path) -> None:
     """A refused request whose body was not kept is answered 503, never sent elsewhere."""
     near, far = Instance("a", hard=1), Instance("b", node="n2", rtt=0.01)
     async with rig(tmp_path, [near, far], stale_loads=True, retry_buffer_bytes=1000) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: near.active == 1, what="a busy")
+        await hold(r.port, near, req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
         resp = await fetch(r.port, post("/up", b"x" * 5000, test_id="big"))
         assert resp.status == 503 and b"at capacity" in resp.body
         assert "big" not in near.ids() + far.ids()
@@ -172,9 +155,7 @@ async def test_waits_for_capacity_then_succeeds(tmp_path: Path) -> None:
     a = Instance("a", hard=1)
     metrics = Recorder()
     async with rig(tmp_path, [a], metrics=metrics) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate", test_id="first"))
-        await wait_for(lambda: a.active == 1, what="a busy")
+        held = await hold(r.port, a, req("/gate", test_id="first"))
         waiting = asyncio.ensure_future(fetch(r.port, req(test_id="second")))
         await wait_for(lambda: r.edge.context.queues.waiting("demo") == 1, what="queued")
         assert a.ids() == ["first"]
@@ -189,9 +170,7 @@ async def test_wait_times_out_with_503_at_capacity(tmp_path: Path) -> None:
     """Still full after queue_timeout: 503 saying the app is at capacity."""
     a = Instance("a", hard=1)
     async with rig(tmp_path, [a], queue_timeout=0.3) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate"))
-        await wait_for(lambda: a.active == 1, what="a busy")
+        await hold(r.port, a, req("/gate"))
         resp = await fetch(r.port, req(test_id="late"))
         assert resp.status == 503 and b'app "demo" is at capacity' in resp.body
         assert resp.header("retry-after") == "1"
@@ -203,9 +182,7 @@ async def test_full_queue_answers_503_at_once(tmp_path: Path) -> None:
     """Beyond queue_max waiting requests, the next gets 503 without waiting."""
     a = Instance("a", hard=1)
     async with rig(tmp_path, [a], queue_max=2) as r:
-        held = await RawClient.open(r.port)
-        held.send(req("/gate"))
-        await wait_for(lambda: a.active == 1, what="a busy")
+        await hold(r.port, a, req("/gate"))
         waiting = [asyncio.ensure_future(fetch(r.port, req(test_id=f"w{i}"))) for i in range(2)]
         await wait_for(lambda: r.edge.context.queues.waiting("demo") == 2, what="queued")
         resp = await fetch(r.port, req(test_id="over"))
@@ -224,9 +201,7 @@ async def test_force_instance(tmp_path: Path) -> None:
             assert resp.status == 200 and resp.body == b"b"
         resp = await fetch(r.port, req(extra="Roost-Force-Instance-Id: zz\r\n"))
         assert resp.status == 404 and b'no instance "zz"' in resp.body
-        held = await RawClient.open(r.port)
-        held.send(req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: a.active == 1, what="a busy")
+        await hold(r.port, a, req("/gate", extra="Roost-Force-Instance-Id: a\r\n"))
         resp = await fetch(r.port, req(test_id="f", extra="Roost-Force-Instance-Id: a\r\n"))
         assert resp.status == 503
         assert "f" not in a.ids() + b.ids()

@@ -19,13 +19,12 @@ import h2.config
 import h2.connection
 import pytest
 
-from tests.integration.hostrig import Instance, Recorder, rig
+from tests.integration.hostrig import Instance, Recorder, hold, req, rig
+from tests.integration.rig import HOST as DEMO
+from tests.integration.rig import fetch
 from tests.integration.test_edge_h2_rig import H2Client
-from tests.integration.test_edge_http1 import RawClient, fetch, wait_for
 
 pytestmark = pytest.mark.integration
-
-DEMO = "demo.localhost"
 
 
 @contextlib.asynccontextmanager
@@ -47,10 +46,6 @@ async def unix_h2_client(path: str) -> H2Client:
     client = H2Client(*await asyncio.open_unix_connection(path), conn)
     client.flush()
     return client
-
-
-def h1_get(path: str, test_id: str, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {DEMO}\r\nX-Test-Id: {test_id}\r\n{extra}\r\n".encode()
 
 
 async def test_h2_request_uses_h2_backhaul(tmp_path: Path) -> None:
@@ -76,7 +71,7 @@ async def test_http1_request_keeps_http1_backhaul(tmp_path: Path) -> None:
     """An HTTP/1.1 request still goes over the HTTP/1.1 backhaul pool."""
     metrics = Recorder()
     async with rig(tmp_path, [Instance("a")], metrics=metrics) as r:
-        resp = await fetch(r.port, h1_get("/", "h1"))
+        resp = await fetch(r.port, req("/", test_id="h1"))
         assert resp.status == 200 and resp.body == b"a"
         host_calls = [m for m in metrics.of("request_finished") if m["role"] == "host"]
         assert [m["protocol"] for m in host_calls] == ["http/1.1"]
@@ -88,9 +83,7 @@ async def test_host_refuses_h2_stream_at_hard_limit(tmp_path: Path) -> None:
     nothing."""
     inst = Instance("a", hard=1)
     async with rig(tmp_path, [inst]) as r:
-        held = await RawClient.open(r.port)
-        held.send(h1_get("/gate", "holder"))
-        await wait_for(lambda: inst.active == 1, what="a busy")
+        held = await hold(r.port, inst, req("/gate", test_id="holder"))
         client = await unix_h2_client(r.host.path)
         try:
             sid = client.send_block(
@@ -117,9 +110,9 @@ async def test_refused_stream_retried_on_another_instance(tmp_path: Path) -> Non
     near, far = Instance("a", hard=1), Instance("b", hard=1, node="n2", rtt=0.01)
     metrics = Recorder()
     async with rig(tmp_path, [near, far], stale_loads=True, metrics=metrics) as r:
-        held = await RawClient.open(r.port)
-        held.send(h1_get("/gate", "holder", "Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: near.active == 1, what="a busy")
+        held = await hold(
+            r.port, near, req("/gate", test_id="holder", extra="Roost-Force-Instance-Id: a\r\n")
+        )
         async with h2_client(r.port) as c:
             reply = await c.done(c.request("/", authority=DEMO, headers=[("x-test-id", "2nd")]))
             assert reply.status == 200 and bytes(reply.body) == b"b"
@@ -135,9 +128,9 @@ async def test_h2_post_body_replayed_after_refused_stream(tmp_path: Path) -> Non
     near, far = Instance("a", hard=1), Instance("b", node="n2", rtt=0.01)
     body = os.urandom(200_000)
     async with rig(tmp_path, [near, far], stale_loads=True) as r:
-        held = await RawClient.open(r.port)
-        held.send(h1_get("/gate", "holder", "Roost-Force-Instance-Id: a\r\n"))
-        await wait_for(lambda: near.active == 1, what="a busy")
+        await hold(
+            r.port, near, req("/gate", test_id="holder", extra="Roost-Force-Instance-Id: a\r\n")
+        )
         async with h2_client(r.port) as c:
             headers = [("content-length", str(len(body))), ("x-test-id", "p")]
             sid = c.request("/up", method="POST", authority=DEMO, headers=headers, end=False)
