@@ -37,6 +37,7 @@ def _ms(query: dict[str, list[str]]) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are written separately: no 40 ms stall
     server_version = "roost-demo"
 
     def do_GET(self) -> None:

@@ -1,0 +1,312 @@
+"""Isolation: app A flooded past its limits while app B gets steady paced load.
+
+    bench/setup.sh && .venv/bin/python bench/isolation.py [--repeat 3] [--quick]
+
+One ``roost up`` node (pinned to CPU 0) runs two apps built from ``bench/apps/cpu_app.py``
+(instances re-pinned to CPU 1):
+
+- **A**: ``--a-instances`` instances with ``hard_limit`` ``--a-hard-limit``, flooded on
+  ``/sleep?ms=--a-sleep-ms`` (its capacity is instances x hard_limit x 1000/ms req/s);
+- **B**: one instance, a cheap ``/``, offered a steady ``--b-rate`` req/s (open loop, from
+  this script, pinned to CPU 1).
+
+Phases (each ``--duration`` s, rotated order per round): ``baseline`` (B alone),
+``flood-paced`` (hey: ``--flood-clients`` clients each capped at ``--flood-rate``/clients
+req/s, i.e. well past A's capacity but paced) and ``flood-max`` (wrk ``-c--flood-clients``
+closed loop at full speed: as much as the load generator's core can send). Reported: B's
+p50/p99/errors per phase, B's p99 ratio vs the baseline (target <= 1.2x), what A's flood
+got (2xx/503/other) and how busy the Roost process was. The flood generators run at
+``nice 19`` so that, on the shared CPU 1, they do not starve B's generator and instance
+(else B's latency would measure the load generator, not the proxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import _loadgen
+from _common import (
+    BENCH,
+    LOAD_CPU,
+    PROXY_CPU,
+    PYTHON,
+    CpuMeter,
+    LoadResult,
+    Procs,
+    banner,
+    busy_note,
+    fmt,
+    have,
+    install_sigterm,
+    machine_note,
+    median,
+    ratio,
+    run_hey,
+    run_wrk,
+    table,
+    workdir,
+)
+from _peers import RoostNode, start_roost_node, write_app
+
+APP = BENCH / "apps" / "cpu_app.py"
+PHASES = ("baseline", "flood-paced", "flood-max")
+TARGET = 1.2
+
+
+def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
+    common = {
+        "command": f"{PYTHON} cpu_app.py",
+        "env": {"BENCH_CPUS": LOAD_CPU},
+        "files": {"cpu_app.py": APP},
+    }
+    node.deploy(
+        write_app(
+            work / "app-a",
+            name="a",
+            count=args.a_instances,
+            soft_limit=max(1, args.a_hard_limit // 2),
+            hard_limit=args.a_hard_limit,
+            **common,
+        ),
+        "a",
+    )  # type: ignore[arg-type]
+    node.deploy(
+        write_app(work / "app-b", name="b", count=1, soft_limit=20, hard_limit=100, **common), "b"
+    )  # type: ignore[arg-type]
+
+
+def run_phase(
+    node: RoostNode, phase: str, args: argparse.Namespace, b_port: int
+) -> dict[str, object]:
+    """B's load via the edge (and, first, straight to B's instance as a control), with or
+    without A's flood running in a thread."""
+    flood: dict[str, LoadResult] = {}
+    a_path = f"/sleep?ms={args.a_sleep_ms}"
+    flood_secs = int(args.control + args.duration + 3)
+
+    def do_flood() -> None:
+        if phase == "flood-paced":
+            flood["r"] = run_hey(
+                node.port,
+                "a.localhost",
+                rate=args.flood_rate,
+                workers=args.flood_clients,
+                duration=flood_secs,
+                path=a_path,
+                nice=19,
+            )
+        else:
+            flood["r"] = run_wrk(
+                node.port,
+                "a.localhost",
+                connections=args.flood_clients,
+                duration=flood_secs,
+                path=a_path,
+                nice=19,
+            )
+
+    thread = None
+    if phase != "baseline":
+        thread = threading.Thread(target=do_flood, daemon=True)
+        thread.start()
+        time.sleep(1.5)  # the flood is in full swing before B's measurement starts
+    control = None
+    if args.control > 0:  # same load straight to B's instance: what the proxy did not cause
+        direct = _loadgen.run(
+            _loadgen.open_loop(
+                b_port,
+                "b.localhost",
+                "/",
+                rate=args.b_rate,
+                duration=args.control,
+                timeout=args.timeout,
+            )
+        )
+        control = _loadgen.summarize(direct, args.control)
+    meter = CpuMeter([node.proc.pid])
+    meter.start()
+    started = time.monotonic()
+    samples = _loadgen.run(
+        _loadgen.open_loop(
+            node.port,
+            "b.localhost",
+            "/",
+            rate=args.b_rate,
+            duration=args.duration,
+            timeout=args.timeout,
+        )
+    )
+    elapsed = time.monotonic() - started
+    cpu = meter.stop()
+    if thread is not None:
+        thread.join(flood_secs + 40)
+    return {
+        "b": _loadgen.summarize(samples, elapsed),
+        "direct": control,
+        "flood": flood.get("r"),
+        "roost_cpu": cpu / elapsed,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=15, help="seconds per phase")
+    parser.add_argument("--b-rate", type=float, default=200, help="B's steady req/s")
+    parser.add_argument("--a-instances", type=int, default=2)
+    parser.add_argument("--a-hard-limit", type=int, default=5)
+    parser.add_argument("--a-sleep-ms", type=int, default=100)
+    parser.add_argument(
+        "--flood-clients",
+        type=int,
+        default=1000,
+        help="more than A's capacity + the edge's per-app queue (200)",
+    )
+    parser.add_argument(
+        "--flood-rate", type=int, default=2000, help="flood-paced: total req/s cap over all clients"
+    )
+    parser.add_argument(
+        "--control",
+        type=float,
+        default=8,
+        help="seconds of B's load straight to its instance per phase (0: none)",
+    )
+    parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--quick", action="store_true", help="1 round of 6 s phases")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.duration = 1, 6
+    phases = [p for p in args.phases.split(",") if p in PHASES]
+    missing = [t for t in ("wrk", "hey", "taskset") if not have(t)]
+    if missing:
+        print(f"missing tools: {', '.join(missing)}: run bench/setup.sh", file=sys.stderr)
+        return 2
+    install_sigterm()
+    print(f"isolation: {machine_note()}")
+    if warn := busy_note():
+        print(warn)
+    os.sched_setaffinity(0, {int(LOAD_CPU)})  # B's generator shares CPU 1 with the flood
+    a_capacity = args.a_instances * args.a_hard_limit * 1000 / args.a_sleep_ms
+    print(
+        f"A: {args.a_instances} instances, hard_limit {args.a_hard_limit}, "
+        f"/sleep?ms={args.a_sleep_ms} -> capacity {a_capacity:.0f} req/s; "
+        f"B: 1 instance, {args.b_rate:.0f} req/s open loop on /"
+    )
+    print(
+        f"pinning: roost up on CPU {PROXY_CPU}; instances, B's generator and the flood on "
+        f"CPU {LOAD_CPU}"
+    )
+    results: dict[str, list[dict[str, object]]] = {}
+    try:
+        with workdir("isolation") as work, Procs(work) as procs:
+            node = start_roost_node(procs, work, PROXY_CPU)
+            deploy_apps(node, work, args)
+            b_port = node.instance_ports("b")[0]
+            layout = "edge + host proxy" if node.host_proxy() else "edge only (no host proxy)"
+            print(f"roost up: 1 process ({layout}, API, agent)")
+            for rnd in range(args.repeat):
+                banner(f"round {rnd + 1}/{args.repeat}")
+                order = phases[rnd % len(phases) :] + phases[: rnd % len(phases)]
+                for phase in order:
+                    out = run_phase(node, phase, args, b_port)
+                    b = out["b"]
+                    assert isinstance(b, LoadResult)
+                    d = out["direct"]
+                    ctl = (
+                        f", direct p99 {d.p99:.2f} ms"
+                        if isinstance(d, LoadResult) and d.p99
+                        else ""
+                    )
+                    print(
+                        f"  {phase}: B p50 {fmt(b.p50, '.2f')} ms, p99 {fmt(b.p99, '.2f')} ms,"
+                        f" ok {b.ok}/{b.requests}, roost CPU {out['roost_cpu']:.0%}{ctl}",
+                        flush=True,
+                    )
+                    results.setdefault(phase, []).append(out)
+                    time.sleep(1)
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    report(results, args)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    p: [
+                        {
+                            k: (v.__dict__ | {"raw": ""}) if isinstance(v, LoadResult) else v
+                            for k, v in r.items()
+                        }
+                        for r in rr
+                    ]
+                    for p, rr in results.items()
+                },
+                indent=1,
+            )
+        )
+    return 0
+
+
+def _flood_summary(runs: list[dict[str, object]]) -> str:
+    floods = [r["flood"] for r in runs if isinstance(r.get("flood"), LoadResult)]
+    if not floods:
+        return ""
+    rps = median(f.rps for f in floods)  # type: ignore[union-attr]
+    ok = median(f.ok / f.duration if f.duration else None for f in floods)  # type: ignore[union-attr]
+    bad = median(f.non2xx for f in floods)  # type: ignore[union-attr]
+    errs = median(f.errors for f in floods)  # type: ignore[union-attr]
+    return (
+        f"{fmt(rps, '.0f')} req/s ({fmt(ok, '.0f')} ok/s, non-2xx {fmt(bad, '.0f')}, "
+        f"errors {fmt(errs, '.0f')})"
+    )
+
+
+def report(results: dict[str, list[dict[str, object]]], args: argparse.Namespace) -> None:
+    banner(f"isolation: B at {args.b_rate:.0f} req/s, median of {args.repeat} rounds")
+    base = results.get("baseline", [])
+    base_p99 = median(r["b"].p99 for r in base)  # type: ignore[attr-defined]
+    rows = []
+    for phase in PHASES:
+        runs = results.get(phase)
+        if not runs:
+            continue
+        bs: list[LoadResult] = [r["b"] for r in runs]  # type: ignore[misc]
+        direct: list[LoadResult] = [r["direct"] for r in runs if r.get("direct")]  # type: ignore[misc]
+        p99 = median(b.p99 for b in bs)
+        vs_base = fmt(ratio(p99, base_p99), ".2f", "x") if phase != "baseline" else "1.00x"
+        rows.append(
+            [
+                phase,
+                fmt(median(b.p50 for b in bs), ".2f"),
+                fmt(p99, ".2f"),
+                vs_base,
+                fmt(median(d.p99 for d in direct), ".2f"),
+                sum(b.non2xx + b.errors for b in bs),
+                fmt(median(r["roost_cpu"] for r in runs), ".0%"),  # type: ignore[misc]
+                _flood_summary(runs),
+            ]
+        )
+    headers = ["phase", "B p50 ms", "B p99 ms", "p99 vs baseline", "direct p99 ms"]
+    headers += ["B failed (sum)", "roost CPU", "flood to A (achieved)"]
+    print(table(headers, rows))
+    print(
+        f"target: B's p99 under the flood <= {TARGET}x the baseline "
+        f"(flood-paced: hey -c{args.flood_clients} up to {args.flood_rate} req/s; "
+        f"flood-max: wrk -c{args.flood_clients}, closed loop)"
+    )
+    print(
+        "direct p99: the same B load sent straight to B's instance in the same phase, a "
+        "control for what the shared CPU 1 (not the proxy) does to B"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
