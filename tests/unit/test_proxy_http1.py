@@ -8,7 +8,9 @@ can be checked byte by byte with hypothesis.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from roost.proxy.edge import ConnectionRegistry
 from roost.proxy.forward import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
+from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder, RouteTable
 from roost.proxy.upstream import UpstreamPool
 
@@ -194,3 +197,37 @@ def test_request_ids_on_edge_answers(loop: asyncio.AbstractEventLoop) -> None:
     conn, transport = connect(loop)
     conn.data_received(GOOD[0] + GOOD[1])
     assert transport.data.count(b"Roost-Request-Id: t") == 2
+
+
+def test_closed_connection_is_freed_without_the_cycle_collector(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A closed connection leaves no reference cycle (parser <-> connection, transport <->
+    protocol): under connection churn cyclic garbage means full collections that stall the
+    event loop for 100+ ms."""
+
+    class HoldingTransport(FakeTransport):
+        """Holds its protocol, as real transports do."""
+
+        protocol: asyncio.BaseProtocol | None = None
+
+        def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+            self.protocol = protocol
+
+    conn, _ = connect(loop)
+    transport = HoldingTransport()
+    sniffer = PrefaceSniffer(conn, asyncio.Protocol)
+    transport.set_protocol(sniffer)
+    sniffer.connection_made(transport)  # type: ignore[arg-type]
+    sniffer.data_received(b"GET / HTTP/1.1\r\nHost: idle.localhost\r\n\r\n")
+    assert Responses(transport.data).items[0][0] == 503
+    sniffer.connection_lost(None)
+    gone = weakref.ref(conn)
+    transport_gone = weakref.ref(transport)
+    gc.disable()
+    try:
+        del conn, transport, sniffer
+        assert gone() is None
+        assert transport_gone() is None
+    finally:
+        gc.enable()

@@ -78,6 +78,9 @@ _LINGER = 2.0  # seconds to read-and-discard after an error response before clos
 _NEVER = float("inf")
 _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may include that much
 _PHRASES = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+# what a closed connection's ``parser`` becomes: never fed (parsing has stopped), and it holds
+# no bound methods of the connection, so nothing keeps the connection alive in a cycle
+_CLOSED_PARSER = httptools.HttpRequestParser(object())
 
 
 class _Reject(Exception):
@@ -216,6 +219,12 @@ class ClientConnection(asyncio.Protocol):
                 item.cancel()
         self._queue.clear()
         self._out.clear()
+        # break the reference cycles (parser -> bound methods -> self, self <-> transport):
+        # without this every closed connection is cyclic garbage, and under connection churn
+        # the full collections it causes stall the event loop for 100+ ms
+        self._stop_parsing = True
+        self.parser = _CLOSED_PARSER
+        self.transport = None
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -72,6 +72,7 @@ class PrefaceSniffer(asyncio.Protocol):
         return self._h1.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None  # no transport <-> protocol cycle left behind
         self._h1.connection_lost(exc)
 
     def pause_writing(self) -> None:
