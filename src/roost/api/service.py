@@ -8,7 +8,6 @@ per-app lock so two concurrent deploys/scales never double-create instances.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import time
@@ -73,8 +72,12 @@ class ControlPlane:
             for inst in await self.catalog.list_instances(name):
                 await self._set_desired(inst, "destroyed")
             deadline = self.clock() + timeout
-            while await self.catalog.list_instances(name) and self.clock() < deadline:
-                await self._wait_prefix_change(r.instances_prefix(name), deadline - self.clock())
+            prefix = r.instances_prefix(name)
+            while self.clock() < deadline:
+                left, revision = await self.catalog.store.range(prefix)
+                if not left:
+                    break
+                await self.catalog.wait_change(prefix, revision, deadline - self.clock())
             await self.catalog.delete_app(name)
             await self.catalog.delete_events(name)
 
@@ -210,8 +213,10 @@ class ControlPlane:
     async def wait_for_state(self, app: str, iid: str, state: str, timeout: float) -> r.Instance:
         """Return once the instance is in ``state`` (``destroyed``: gone); 408 after timeout."""
         deadline = self.clock() + timeout
+        key = r.instance_key(app, iid)
         while True:
-            inst = await self.catalog.get_instance(app, iid)
+            entries, revision = await self.catalog.store.range(key)
+            inst = next((r.decode(e.value, r.Instance) for e in entries if e.key == key), None)
             if inst is None:
                 if state == "destroyed":
                     return r.Instance(
@@ -234,13 +239,4 @@ class ControlPlane:
                     "timeout",
                     f"instance {iid} is {inst.state!r}, not {state!r}, after {timeout:g}s",
                 )
-            await self._wait_prefix_change(r.instance_key(app, iid), remaining)
-
-    async def _wait_prefix_change(self, prefix: str, timeout: float) -> None:
-        _, revision = await self.catalog.store.range(prefix)
-        watch = self.catalog.store.watch(prefix, revision + 1)
-        with contextlib.suppress(TimeoutError, StopAsyncIteration):
-            await asyncio.wait_for(anext(watch), max(timeout, 0.001))
-        aclose = getattr(watch, "aclose", None)
-        if aclose is not None:
-            await aclose()
+            await self.catalog.wait_change(key, revision, remaining)

@@ -7,6 +7,8 @@ other's writes to the same instance record.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -62,6 +64,18 @@ class Catalog:
                 continue
             return new
         raise RuntimeError(f"catalog: too many conflicting writes to {key}")
+
+    async def wait_change(self, prefix: str, after_revision: int, timeout: float) -> None:
+        """Return at the first change under ``prefix`` after ``after_revision`` (the revision
+        the caller read its state at, so nothing in between is missed), or after ``timeout``."""
+        watch = self.store.watch(prefix, after_revision + 1)
+        try:
+            with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                await asyncio.wait_for(anext(watch), max(timeout, 0.001))
+        finally:
+            aclose = getattr(watch, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     # -- nodes -----------------------------------------------------------------------------
     async def put_node(self, node: r.Node, *, lease: int = 0) -> None:

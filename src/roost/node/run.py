@@ -200,14 +200,7 @@ async def wait_healthy(catalog: Catalog, app: str, ids: list[str], timeout: floa
             return True
         if remaining <= 0:
             return False
-        watch = catalog.store.watch(prefix, revision + 1)
-        try:
-            with contextlib.suppress(TimeoutError, StopAsyncIteration):
-                await asyncio.wait_for(anext(watch), remaining)
-        finally:
-            aclose = getattr(watch, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        await catalog.wait_change(prefix, revision, remaining)
 
 
 async def run_node(
