@@ -8,6 +8,7 @@ block ends -- normally, on an exception, on Ctrl-C or on SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -585,3 +587,22 @@ def _cpu_totals() -> tuple[int, int]:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+def write_results_json(path: Path, results: dict[str, list[dict[str, Any]]]) -> None:
+    """Raw numbers of every round, per scenario (``--json FILE``); tool output left out."""
+    path.write_text(
+        json.dumps(
+            {
+                name: [
+                    {
+                        k: (v.__dict__ | {"raw": ""}) if isinstance(v, LoadResult) else v
+                        for k, v in r.items()
+                    }
+                    for r in rounds
+                ]
+                for name, rounds in results.items()
+            },
+            indent=1,
+        )
+    )

@@ -23,7 +23,6 @@ got (2xx/503/other) and how busy the Roost process was. The flood generators run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -51,6 +50,7 @@ from _common import (
     run_wrk,
     table,
     workdir,
+    write_results_json,
 )
 from _peers import RoostNode, start_roost_node, write_app
 
@@ -237,21 +237,7 @@ def main() -> int:
         return 130
     report(results, args)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    p: [
-                        {
-                            k: (v.__dict__ | {"raw": ""}) if isinstance(v, LoadResult) else v
-                            for k, v in r.items()
-                        }
-                        for r in rr
-                    ]
-                    for p, rr in results.items()
-                },
-                indent=1,
-            )
-        )
+        write_results_json(args.json, results)
     return 0
 
 

@@ -49,6 +49,7 @@ from _common import (
     wait_http,
     wait_port,
     workdir,
+    write_results_json,
 )
 from _peers import haproxy_config, run_haproxy, start_roost_node, write_app
 
@@ -239,21 +240,7 @@ def main() -> int:
         return 130
     report(results, args, rate)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    n: [
-                        {
-                            k: (v.__dict__ | {"raw": ""}) if isinstance(v, LoadResult) else v
-                            for k, v in r.items()
-                        }
-                        for r in rr
-                    ]
-                    for n, rr in results.items()
-                },
-                indent=1,
-            )
-        )
+        write_results_json(args.json, results)
     return 0
 
 

@@ -20,7 +20,6 @@ Rounds are run back to back, peers in rotated order; tables show the median of t
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ from _common import (
     run_wrk,
     table,
     workdir,
+    write_results_json,
 )
 from _peers import (
     Proxy,
@@ -423,21 +423,7 @@ def main() -> int:
             print(f"- {note}")
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    name: [
-                        {
-                            k: (v.__dict__ | {"raw": ""}) if isinstance(v, LoadResult) else v
-                            for k, v in r.items()
-                        }
-                        for r in rr
-                    ]
-                    for name, rr in results.items()
-                },
-                indent=1,
-            )
-        )
+        write_results_json(args.json, results)
     return 0
 
 
