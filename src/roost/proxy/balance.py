@@ -52,9 +52,10 @@ strategy.  A single candidate skips keys and randomness entirely.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Literal, Protocol
+
+import msgspec
 
 from roost.proxy.routes import AppRoute, Backend
 
@@ -92,9 +93,12 @@ class RandomSource(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One instance the edge could send this request to, as seen right now."""
+class Candidate(msgspec.Struct, frozen=True, gc=False):
+    """One instance the edge could send this request to, as seen right now.
+
+    A frozen msgspec struct, not a frozen dataclass: the edge builds one per instance per
+    request, and a frozen dataclass costs ~2 µs to construct here against ~0.2 µs.
+    """
 
     instance_id: str
     node: str

@@ -69,6 +69,8 @@ _REFUSED = b"roost-refused"
 # Connection may name extra hop-by-hop headers, but never these: dropping a framing header
 # because a client listed it would be a request-smuggling gift.
 _NEVER_NAMED = HOP_BY_HOP | {b"close", _HOST, _CONTENT_LENGTH}
+# Connection values naming nothing beyond the usual hop-by-hop headers (the common case)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
 _REQUEST_SPECIAL = HOP_BY_HOP | {
     _HOST,
     _CONTENT_LENGTH,
@@ -136,6 +138,46 @@ class ResponseInfo:
     refused: bytes | None = None  # Roost-Refused (trusted only from a host proxy)
 
 
+# Request header names as sent (exact bytes) -> what prepare_request does with them. Names
+# repeat across requests ("Host", "User-Agent", ...): one dict lookup instead of lower() and
+# set tests per header. Bounded: a client inventing names cannot grow it past the cap.
+_KEEP, _SPECIAL, _ROOST = "keep", "special", "roost"
+_REQUEST_KINDS: dict[bytes, str] = {}
+_KINDS_MAX = 4096
+
+
+def _request_kind(name: bytes) -> str:
+    lname = name.lower()
+    if lname in _REQUEST_SPECIAL:
+        kind = _SPECIAL
+    elif lname.startswith(b"roost-"):
+        kind = _ROOST
+    else:
+        kind = _KEEP
+    if len(_REQUEST_KINDS) < _KINDS_MAX:
+        _REQUEST_KINDS[name] = kind
+    return kind
+
+
+_RESPONSE_KINDS: dict[bytes, str] = {}
+_LENGTH = "length"
+
+
+def _response_kind(name: bytes) -> str:
+    lname = name.lower()
+    if lname in HOP_BY_HOP:
+        kind = _SPECIAL
+    elif lname.startswith(b"roost-"):
+        kind = _ROOST
+    elif lname == _CONTENT_LENGTH:
+        kind = _LENGTH
+    else:
+        kind = _KEEP
+    if len(_RESPONSE_KINDS) < _KINDS_MAX:
+        _RESPONSE_KINDS[name] = kind
+    return kind
+
+
 def _tokens(value: bytes) -> list[bytes]:
     return [t.strip(_OWS) for t in value.lower().split(b",")]
 
@@ -159,11 +201,19 @@ def prepare_request(
     """
     info = RequestInfo()
     out: Headers = []
+    append = out.append
     xff: bytes | None = None
     named: set[bytes] | None = None  # headers named by Connection beyond the usual ones
+    kinds = _REQUEST_KINDS
     for name, value in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _request_kind(name)
+        if kind is _KEEP:
+            append((name, value))
+            continue
         lname = name.lower()
-        if lname in _REQUEST_SPECIAL:
+        if kind is _SPECIAL:
             if lname == _HOST:
                 if info.host is not None:
                     raise errors.bad_request("more than one Host header")
@@ -189,16 +239,13 @@ def prepare_request(
             elif lname == _XFF:
                 value = value.strip(_OWS)
                 xff = value if xff is None else xff + b", " + value
-            elif lname == _CONNECTION:
+            elif lname == _CONNECTION and value not in _PLAIN_CONNECTION:
                 for token in _tokens(value):
                     if token and token not in _NEVER_NAMED:
                         named = {token} if named is None else named | {token}
             # every other special name is hop-by-hop or replaced below: dropped
-        elif lname.startswith(b"roost-"):
-            if lname == _FORCE_INSTANCE:
-                info.force_instance = value.strip(_OWS)
-        else:
-            out.append((name, value))
+        elif lname == _FORCE_INSTANCE:  # every other roost-* is dropped
+            info.force_instance = value.strip(_OWS)
     if info.chunked and info.content_length is not None:
         raise errors.bad_request("both Content-Length and Transfer-Encoding")
     if named:
@@ -277,34 +324,41 @@ def prepare_response(headers: Headers, request_id: bytes | None) -> tuple[Header
     """
     info = ResponseInfo()
     out: Headers = []
+    append = out.append
     named: set[bytes] | None = None
+    kinds = _RESPONSE_KINDS
     for name, value in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _response_kind(name)
+        if kind is _KEEP:
+            append((name, value))
+            continue
         lname = name.lower()
-        if lname in HOP_BY_HOP:
+        if kind is _SPECIAL:
             if lname == _TRANSFER_ENCODING:
                 if value.strip(_OWS).lower() == b"chunked" and not info.chunked:
                     info.chunked = True
                 else:
                     info.bad_framing = "unsupported Transfer-Encoding"
-            elif lname == _CONNECTION:
+            elif lname == _CONNECTION and value not in _PLAIN_CONNECTION:
                 for token in _tokens(value):
                     if token and token not in _NEVER_NAMED:
                         named = {token} if named is None else named | {token}
-        elif lname.startswith(b"roost-"):
+        elif kind is _ROOST:
             if lname == _REFUSED:
                 info.refused = value
-        else:
-            if lname == _CONTENT_LENGTH:
-                text = value.strip(_OWS)
-                if not text.isdigit() or (
-                    info.content_length is not None and int(text) != info.content_length
-                ):
-                    info.bad_framing = "invalid Content-Length"
-                    continue
-                if info.content_length is not None:
-                    continue  # an identical duplicate: keep one
-                info.content_length = int(text)
-            out.append((name, value))
+        else:  # Content-Length
+            text = value.strip(_OWS)
+            if not text.isdigit() or (
+                info.content_length is not None and int(text) != info.content_length
+            ):
+                info.bad_framing = "invalid Content-Length"
+                continue
+            if info.content_length is not None:
+                continue  # an identical duplicate: keep one
+            info.content_length = int(text)
+            append((name, value))
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
     if request_id is not None:
