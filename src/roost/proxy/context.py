@@ -18,6 +18,7 @@ from roost.proxy.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from roost.proxy.exchange import Downstream, Exchange
+    from roost.proxy.workgate import WorkGate
 
 __all__ = ["Limits", "RelayContext"]
 
@@ -48,6 +49,7 @@ class Limits:
     backhaul_h2_max_streams: int = 100  # streams per HTTP/2 backhaul connection
     backhaul_h2_idle_timeout: float = 30.0  # an HTTP/2 backhaul connection without streams
     shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
+    congested_batch: int = 16  # requests per loop turn of an app at capacity (workgate)
 
     @property
     def tick(self) -> float:
@@ -67,6 +69,7 @@ class RelayContext:
     """What every exchange of one proxy (edge or host) shares."""
 
     role: Literal["edge", "host"] = "edge"
+    gate: WorkGate | None = None  # per-app caps on work (the edge's; None: no caps)
 
     def __init__(
         self,
@@ -102,6 +105,11 @@ class RelayContext:
         """An exchange for a parsed request head (raises ProxyError to reject it);
         ``protocol`` is the client's (``"h2"`` from the HTTP/2 codec)."""
         raise NotImplementedError
+
+    def congested_app(self, host: str) -> str | None:
+        """The app a request for ``host`` goes to if that app is at capacity (its requests
+        wait for a slot), else None: the work gate's cue (:mod:`roost.proxy.workgate`)."""
+        return None
 
     def request_rejected(self, status: int, protocol: str) -> None:
         """A request answered by the codec before any exchange existed (400, 405, 408, 414,

@@ -55,6 +55,7 @@ from roost.proxy.metrics import Metrics, RetryReason
 from roost.proxy.routes import AppRoute, Backend, RouteHolder, normalize_host
 from roost.proxy.upstream import UpstreamPool
 from roost.proxy.waitqueue import WaitQueues
+from roost.proxy.workgate import WorkGate
 
 __all__ = ["EdgeContext", "EdgeExchange", "Limits", "RelayContext"]
 
@@ -93,6 +94,7 @@ class EdgeContext(RelayContext):
         self.metrics.register_pool("edge_backhaul_h2", self.h2pool)
         self.rtt: Callable[[str], float] = rtt or _same_node  # node id -> seconds
         self.queues = WaitQueues(limits.queue_max)
+        self.gate = WorkGate(loop.call_soon, self.congested, batch=limits.congested_batch)
         self._table_seen = routes.table
 
     def new_exchange(
@@ -121,6 +123,18 @@ class EdgeContext(RelayContext):
         ex = EdgeExchange(self, down, method, head, info, host, request_id)
         ex.protocol = protocol
         return ex
+
+    def congested(self, app: str) -> bool:
+        """Whether ``app`` is at capacity: requests wait for a slot (see :mod:`workgate`)."""
+        return self.queues.waiting(app) > 0
+
+    def congested_app(self, host: str) -> str | None:
+        if not self.queues.any_waiting():
+            return None  # the common case: one check, no lookup
+        route = self.routes.table.lookup(host)
+        if route is None or not self.queues.waiting(route.app):
+            return None
+        return route.app
 
     def close_pools(self) -> None:
         super().close_pools()

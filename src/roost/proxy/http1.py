@@ -74,6 +74,7 @@ __all__ = ["ClientConnection"]
 
 PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
 PAUSE_UPGRADE = 8  # an upgrade request waits for its answer (101 or not)
+PAUSE_GATE = 16  # the work gate holds this connection's input (its app is at capacity)
 _LINGER = 2.0  # seconds to read-and-discard after an error response before closing
 _NEVER = float("inf")
 _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may include that much
@@ -141,6 +142,8 @@ class ClientConnection(asyncio.Protocol):
         self._upgrade_rest: bytes | None = None  # input after its head, held until then
         self._rate_since = 0.0  # start of the current body-rate window (0: not measuring)
         self._rate_bytes = 0  # request body bytes received in that window
+        self._app = ""  # the app of the last request (the work gate's key)
+        self._gate_pass = False  # the work gate let this connection's next input through
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -196,6 +199,19 @@ class ClientConnection(asyncio.Protocol):
         if self._active is not None:
             self._active.flush()
         self.flush()
+
+    def gate_hold(self) -> None:
+        self.pause_reading(PAUSE_GATE)
+
+    def gate_release(self) -> None:
+        if self._closed:
+            return
+        if self._active is None and self._queue:  # a held request: its turn now
+            self._dispatch()
+            self.flush()
+        else:  # parked while idle: read again, the next request has had its turn
+            self._gate_pass = True
+        self.resume_reading(PAUSE_GATE)
 
     def eof_received(self) -> bool:
         if self._tunnel is not None:
@@ -306,6 +322,11 @@ class ClientConnection(asyncio.Protocol):
             self._upgrading = ex
         self._parsing_keep_alive = keep_alive
         if self._active is None and not self._queue:
+            if self._gate_pass:
+                self._gate_pass = False
+            elif self._held_by_gate(ex):
+                self._queue.append((ex, keep_alive, http10))  # gate_release() starts it
+                return
             self._activate(ex, keep_alive, http10, flush=False)
         else:
             self._queue.append((ex, keep_alive, http10))
@@ -330,6 +351,15 @@ class ClientConnection(asyncio.Protocol):
             ex.request_end()
         if not self._parsing_keep_alive:
             self._stop_parsing = True
+
+    def _held_by_gate(self, ex: Exchange) -> bool:
+        """Whether the work gate holds this request back (its app is at capacity and has
+        had its share of this loop turn); reading pauses until its turn."""
+        gate = self._ctx.gate
+        if gate is None:
+            return False
+        app = self._ctx.congested_app(ex.host)
+        return app is not None and not gate.admit(app, self)
 
     def _fail_parse(self, err: errors.ProxyError) -> NoReturn:
         self._reject = err
@@ -438,7 +468,7 @@ class ClientConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The edge is draining: close now if idle, else after the current response."""
-        if self._active is None and not self._in_head and not self._closing:
+        if self._active is None and not self._queue and not self._in_head and not self._closing:
             self._close(linger=False)
 
     def abort(self) -> None:
@@ -454,6 +484,7 @@ class ClientConnection(asyncio.Protocol):
         self._active_http10 = http10
         self._mode = BODY_NONE
         ex.start(flush=flush)
+        self._app = ex.app
 
     def _exchange_done(self, close: bool, *, linger: bool) -> None:
         self._active = None
@@ -464,6 +495,10 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._dispatching:
             return  # answered at once from inside the loop below, which goes on
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the queued requests (pipelined, or held by the work gate) in turn."""
         self._dispatching = True
         try:
             while self._active is None and self._queue and not self._closing:
@@ -484,6 +519,9 @@ class ClientConnection(asyncio.Protocol):
                 self._close(linger=False)
             else:
                 self._arm_deadline()
+                gate = self._ctx.gate
+                if gate is not None and self._app and not self._in_head:
+                    gate.park(self._app, self)  # its app is at capacity: read it later
 
     def _upgrade_declined(self) -> None:
         """The upgrade request got an ordinary answer: parse what followed it as HTTP."""

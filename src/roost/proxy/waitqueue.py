@@ -92,6 +92,10 @@ class WaitQueues:
         queue = self._queues.get(app)
         return len(queue) if queue else 0
 
+    def any_waiting(self) -> bool:
+        """Whether any app has waiters."""
+        return bool(self._queues)
+
     def general(self, app: str) -> int:
         """How many waiters of ``app`` accept any instance (new requests queue behind them)."""
         return self._general.get(app, 0)
