@@ -64,7 +64,7 @@ def test_a_congested_app_gets_batch_per_turn_in_order() -> None:
 
 
 def test_other_apps_are_not_held_by_one_apps_queue() -> None:
-    gate, loop, log = make({"a", "b"}, batch=1)
+    gate, _loop, log = make({"a", "b"}, batch=1)
     assert gate.admit("a", Conn("a0", log))
     assert not gate.admit("a", Conn("a1", log))
     assert gate.admit("b", Conn("b0", log))  # its own budget
