@@ -306,6 +306,14 @@ class EdgeExchange(Exchange):
         excluded = self._excluded
         own = ctx.inflight.get
         loads = ctx.loads
+        if len(backends) == 1 and excluded is None:  # one instance: nothing to rank
+            b = backends[0]
+            load = own(b.instance_id, 0)
+            if b.backhaul is not None:
+                load = effective_load(loads(b.instance_id), load)
+            if b.hard_limit is None or load < b.hard_limit:
+                return b  # healthy or not: with no other instance it is the last resort
+            return None
         rtt = ctx.rtt
         candidates: list[Candidate] = []
         by_id: dict[str, Backend] = {}

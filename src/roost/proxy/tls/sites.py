@@ -139,8 +139,8 @@ def plain_http_intercept(
                 return None  # not one of ours: the app may run its own ACME client
             answer = body.decode()
             return errors.ProxyError(200, "acme_challenge", answer, origin="edge", close=True)
-        if sites is None or https_port is None:
-            return None
+        if sites is None or https_port is None or not sites.policy.force_https:
+            return None  # (the common case: no app redirects, no per-request work)
         raw = next((v for n, v in headers if n.lower() == b"host"), b"")
         host = normalize_host(raw.decode("latin-1"))
         if host is None or not sites.force_https(host):
