@@ -25,7 +25,7 @@ from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder, RouteTable
-from roost.proxy.upstream import UpstreamPool
+from roost.proxy.upstream_pool import UpstreamPool
 
 
 class FakeTransport:

@@ -12,7 +12,8 @@ from roost.proxy.forward import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.routes import Backend, RouteHolder, RouteTable
-from roost.proxy.upstream import UpstreamConnection, UpstreamPool
+from roost.proxy.upstream import UpstreamConnection
+from roost.proxy.upstream_pool import UpstreamPool
 from tests.unit.test_proxy_http1 import FakeTransport, Responses
 
 

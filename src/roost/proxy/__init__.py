@@ -11,11 +11,11 @@ Data flow of one request::
       --headers.prepare_head--> checked head, hop-by-hop/roost-* stripped, X-Forwarded-*
       --forward.EdgeExchange: routes.RouteTable.lookup(Host)--> AppRoute (404 / 503)
       --balance.select (load: host proxy counts; RTT)--> attempt order, full ones left out
-      --upstream.UpstreamPool (keyed by backhaul address)--> backhaul connection
+      --upstream_pool.UpstreamPool (keyed by backhaul address)--> backhaul connection
       --backhaul.with_instance--> "Roost-Instance: <id>" --unix socket--> HOST PROXY:
           http1.ClientConnection --host.HostExchange--> admission.Admission (full? refuse:
           503 "Roost-Refused: full", nothing reached the instance)
-          --upstream.UpstreamPool--> instance 127.0.0.1:port, response streamed back
+          --upstream_pool.UpstreamPool--> instance 127.0.0.1:port, response streamed back
       <-- refused: next instance (body replayed from the retry buffer); all full:
           waitqueue.WaitQueues until a slot is released (or 503 at capacity)
       --errors.render--> the proxies' own responses (4xx/5xx, Roost-Request-Id)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from roost.proxy.headers import Headers, RequestIds
 from roost.proxy.metrics import Metrics, NullMetrics
-from roost.proxy.upstream import UpstreamPool
+from roost.proxy.upstream_pool import UpstreamPool
 
 if TYPE_CHECKING:
     from roost.proxy.exchange import Downstream, Exchange

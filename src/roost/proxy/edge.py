@@ -48,7 +48,7 @@ from roost.proxy.tls.challenges import Http01Responder, TlsAlpn01Responder
 from roost.proxy.tls.clienthello import ACME_TLS_ALPN, ClientHello
 from roost.proxy.tls.sites import Sites, plain_http_intercept
 from roost.proxy.tls.terminate import TlsListener
-from roost.proxy.upstream import UpstreamPool
+from roost.proxy.upstream_pool import UpstreamPool
 
 __all__ = ["ConnectionRegistry", "Edge", "EdgeTls", "Limits", "start_edge"]
 

@@ -12,7 +12,7 @@
 3. **attempt**: a backhaul request naming the instance (``Roost-Instance``) to its node's
    host proxy (or, for a backend without backhaul, straight to the instance over HTTP/1.1).
    The backhaul protocol follows the client's: HTTP/1.1 requests go over the keep-alive
-   :class:`~roost.proxy.upstream.UpstreamPool` with the encoded head, HTTP/2 requests as a
+   :class:`~roost.proxy.upstream_pool.UpstreamPool` with the encoded head, HTTP/2 requests as a
    header block (built from the parsed fields, never re-parsed) on a stream of the
    multiplexed :class:`~roost.proxy.h2backhaul.H2BackhaulPool` (connections per backhaul
    address, ``backhaul_h2_max_streams`` each, idle ones closed after
@@ -53,7 +53,7 @@ from roost.proxy.headers import (
 from roost.proxy.loadview import effective_load
 from roost.proxy.metrics import Metrics, RetryReason
 from roost.proxy.routes import AppRoute, Backend, RouteHolder, normalize_host
-from roost.proxy.upstream import UpstreamPool
+from roost.proxy.upstream_pool import UpstreamPool
 from roost.proxy.waitqueue import WaitQueues
 from roost.proxy.workgate import WorkGate
 

@@ -48,7 +48,7 @@ from roost.proxy.h2limits import H2Limits, Rate
 from roost.proxy.headers import Headers, RequestIds, RequestInfo
 from roost.proxy.metrics import Metrics, NullMetrics
 from roost.proxy.server import ConnectionRegistry, ProxyServer
-from roost.proxy.upstream import UpstreamPool
+from roost.proxy.upstream_pool import UpstreamPool
 
 __all__ = ["BACKHAUL_H2", "HostContext", "HostExchange", "HostProxy", "start_host_proxy"]
 
