@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from roost.proxy import backhaul, errors
+from roost.proxy.edge_context import _prepare_h2
 from roost.proxy.exchange import _refusal_reason
-from roost.proxy.forward import _h1_head, _prepare_h2
+from roost.proxy.forward import _h1_head
 from roost.proxy.h2backhaul import request_block
 
 TAIL = ((b"X-Forwarded-Proto", b"http"), (b"Via", b"1.1 roost"))

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roost.proxy.edge import ConnectionRegistry
-from roost.proxy.forward import EdgeContext, Limits
+from roost.proxy.edge_context import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.preface import PrefaceSniffer

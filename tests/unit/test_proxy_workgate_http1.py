@@ -8,7 +8,7 @@ import asyncio
 import random
 
 from roost.proxy.edge import ConnectionRegistry
-from roost.proxy.forward import EdgeContext, Limits
+from roost.proxy.edge_context import EdgeContext, Limits
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.routes import Backend, RouteHolder, RouteTable

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.proxy.admission import Admission
-from roost.proxy.forward import EdgeContext, Limits
+from roost.proxy.edge_context import EdgeContext, Limits
 from roost.proxy.h2conn import H2Options
 from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
