@@ -33,19 +33,15 @@ Rules kept here:
   and may answer it itself (ACME HTTP-01 tokens, ``force_https`` redirects; see
   :mod:`roost.proxy.tls.sites`); such an answer closes the connection. Over TLS the
   forwarding headers say ``X-Forwarded-Proto: https``.
-- **Deadlines** (idle keep-alive, request head, response head) are plain numbers checked
-  once per tick by :class:`~roost.proxy.edge.ConnectionRegistry`: no timer per request.
+- **Deadlines** (head total, body rate, keep-alive idle): :mod:`roost.proxy.http1_deadlines`;
+  writing responses: :mod:`roost.proxy.http1_writer`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
-import struct
-import termios
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import httptools
@@ -53,22 +49,17 @@ import httptools
 from roost.proxy import errors
 from roost.proxy.exchange import Exchange
 from roost.proxy.headers import (
-    BODY_CHUNKED,
     BODY_NONE,
-    BODY_RAW,
-    HOP_BY_HOP,
     Forwarding,
     Headers,
-    ResponseInfo,
-    encode_head,
-    frame_response,
 )
-from roost.proxy.tunnel import CLIENT, UPSTREAM, Tunnel
+from roost.proxy.http1_deadlines import NEVER, Deadlines
+from roost.proxy.http1_writer import ResponseWriter
+from roost.proxy.tunnel import CLIENT, Tunnel
 
 if TYPE_CHECKING:
     from roost.proxy.context import RelayContext
     from roost.proxy.server import ConnectionRegistry
-    from roost.proxy.upstream import UpstreamConnection
 
 __all__ = ["ClientConnection"]
 
@@ -76,9 +67,7 @@ PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
 PAUSE_UPGRADE = 8  # an upgrade request waits for its answer (101 or not)
 PAUSE_GATE = 16  # the work gate holds this connection's input (its app is at capacity)
 _LINGER = 2.0  # seconds to read-and-discard after an error response before closing
-_NEVER = float("inf")
 _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may include that much
-_PHRASES = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 # what a closed connection's ``parser`` becomes: never fed (parsing has stopped), and it holds
 # no bound methods of the connection, so nothing keeps the connection alive in a cycle
 _CLOSED_PARSER = httptools.HttpRequestParser(object())
@@ -93,8 +82,10 @@ Intercept = Callable[[bytes, bytes, Headers], errors.ProxyError | None]
 routing (ACME HTTP-01 tokens, ``force_https`` redirects); the connection closes after it."""
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client TCP connection speaking HTTP/1.0 or HTTP/1.1."""
+class ClientConnection(ResponseWriter, Deadlines, asyncio.Protocol):
+    """One client TCP connection speaking HTTP/1.0 or HTTP/1.1 (writing responses:
+    :class:`~roost.proxy.http1_writer.ResponseWriter`; timeouts:
+    :class:`~roost.proxy.http1_deadlines.Deadlines`)."""
 
     def __init__(
         self, ctx: RelayContext, registry: ConnectionRegistry, intercept: Intercept | None = None
@@ -114,7 +105,7 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._client_ip = b""
         self._fwd_tail: tuple[tuple[bytes, bytes], ...] = ()
-        self._deadline = _NEVER  # loop time of the idle or head timeout (checked per tick)
+        self._deadline = NEVER  # loop time of the idle or head timeout (checked per tick)
         self._deadline_is_head = False  # a head deadline survives new bytes (slowloris)
         self._linger: asyncio.TimerHandle | None = None
         self._dispatching = False
@@ -168,7 +159,7 @@ class ClientConnection(asyncio.Protocol):
         if self._closing or self._stop_parsing:
             return
         if not self._deadline_is_head:
-            self._deadline = _NEVER
+            self._deadline = NEVER
         self._feed_len = len(data)
         while True:
             try:
@@ -194,7 +185,7 @@ class ClientConnection(asyncio.Protocol):
             self._head_fed += len(data)
             if self._head_fed > self._limits.max_header_bytes + _HEAD_SLACK:
                 self._bad_input(errors.header_too_large(self._limits.max_header_bytes))
-            elif self._deadline == _NEVER and self._active is None:
+            elif self._deadline == NEVER and self._active is None:
                 self._arm_deadline()
         if self._active is not None:
             self._active.flush()
@@ -283,7 +274,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._deadline = _NEVER
+        self._deadline = NEVER
         self._deadline_is_head = False
         headers, limits = self._headers, self._limits
         if len(headers) > limits.max_headers or (
@@ -364,105 +355,6 @@ class ClientConnection(asyncio.Protocol):
     def _fail_parse(self, err: errors.ProxyError) -> NoReturn:
         self._reject = err
         raise _Reject(err.reason)
-
-    # -- Downstream: called by the active exchange --------------------------------------
-
-    def send_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        if not self._active_http10 and not self._closing:
-            kept = [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP]
-            self._out.append(encode_head(self._status_line(status, reason), kept))
-
-    def send_head(
-        self, ex: Exchange, status: int, reason: bytes, headers: Headers, info: ResponseInfo
-    ) -> None:
-        close = self._must_close(ex)
-        self._mode, self._close_after = frame_response(
-            headers,
-            info,
-            status,
-            head=ex.method == b"HEAD",
-            http10=self._active_http10,
-            close=close,
-        )
-        self._out.append(encode_head(self._status_line(status, reason), headers))
-
-    def send_body(self, data: bytes) -> None:
-        if self._mode == BODY_CHUNKED:
-            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
-        elif self._mode == BODY_RAW:
-            self._out.append(data)
-
-    def send_end(self, ex: Exchange, trailers: Headers) -> None:
-        if self._mode == BODY_CHUNKED:
-            self._out.append(encode_head(b"0\r\n", trailers))
-        self._exchange_done(self._close_after, linger=not ex.request_done)
-
-    def send_error(self, ex: Exchange, err: errors.ProxyError) -> None:
-        close = err.close or self._must_close(ex)
-        head = ex.method == b"HEAD"
-        self._out.append(errors.render(err, request_id=ex.request_id, close=close, head=head))
-        self._exchange_done(close, linger=err.close or not ex.request_done)
-
-    def _must_close(self, ex: Exchange) -> bool:
-        """Whether the connection must close after the answer to ``ex``.
-
-        An answer sent before the request body was read keeps the connection when the
-        rest of the body can be read and thrown away: not when it is large, and not when
-        the client waits for ``100 Continue`` (it may never send the body at all).
-        """
-        if not self._active_keep_alive or self._registry.draining or self._eof:
-            return True
-        if ex.request_done:
-            return False
-        info = ex.info
-        return info.expect_continue or (info.content_length or 0) > (
-            self._limits.request_buffer_bytes
-        )
-
-    def send_upgrade(
-        self, ex: Exchange, head: bytes, conn: UpstreamConnection, rest: bytes
-    ) -> None:
-        """The instance accepted the upgrade: relay bytes both ways from now on."""
-        transport, upstream = self.transport, conn.transport
-        if transport is None or upstream is None or self._closed:
-            conn.abort()
-            ex.tunnel_closed()
-            return
-        self._out.append(head)
-        self.flush()
-        self._clear_deadlines()
-        self._upgrading = None
-        tunnel = self._tunnel = conn.tunnel = Tunnel(transport, upstream, ex.tunnel_closed)
-        tunnel.received(UPSTREAM, rest)
-        held, self._upgrade_rest = self._upgrade_rest, None
-        if held:
-            tunnel.received(CLIENT, held)
-        self._paused = 0
-        transport.resume_reading()
-        upstream.resume_reading()
-        if self.write_paused:
-            tunnel.pause(CLIENT)
-
-    def abort_response(self, ex: Exchange) -> None:
-        self._exchange_done(True, linger=False)
-
-    def flush(self) -> None:
-        out = self._out
-        if out:
-            if not self._closed and self.transport is not None:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-    def pause_reading(self, reason: int) -> None:
-        if not self._paused and self.transport is not None and not self._closing:
-            self.transport.pause_reading()
-        self._paused |= reason
-
-    def resume_reading(self, reason: int) -> None:
-        if self._paused & reason:
-            self._paused &= ~reason
-            if not self._paused and self.transport is not None and not self._closed:
-                self.transport.resume_reading()
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -577,83 +469,3 @@ class ClientConnection(asyncio.Protocol):
             self._linger = self._ctx.loop.call_later(_LINGER, transport.close)
         else:
             transport.close()
-
-    def check_deadlines(self, now: float) -> None:
-        """Called every tick: the idle/head timeout and the body rate here, the response
-        (and queue) timeouts of the request in flight."""
-        if now >= self._deadline:
-            self._deadline = _NEVER
-            self._timed_out(now)
-        parsing = self._parsing
-        if parsing is not None and not parsing.request_done:
-            self._check_body_rate(parsing, now)
-        else:
-            self._rate_since = 0.0
-        if self._active is not None:
-            self._active.check_deadline(now)
-
-    def _check_body_rate(self, ex: Exchange, now: float) -> None:
-        """Request body minimum rate, measured per window while the edge is reading (not
-        while it paused reading itself, nor before a ``100-continue`` body started)."""
-        if self._paused or self._closing or (ex.info.expect_continue and not ex.bytes_in):
-            self._rate_since = 0.0
-            return
-        if not self._rate_since:
-            self._rate_since, self._rate_bytes = now, 0
-            return
-        elapsed = now - self._rate_since
-        limits = self._limits
-        if elapsed < limits.body_rate_window:
-            return
-        if self._rate_bytes < limits.body_min_rate * elapsed:
-            self._ctx.metrics.timed_out(role=self._ctx.role, kind="body_rate")
-            self._bad_input(errors.body_too_slow(limits.body_min_rate))
-            self.flush()
-        else:
-            self._rate_since, self._rate_bytes = now, 0
-
-    def _arm_deadline(self) -> None:
-        self._deadline_is_head = self._in_head
-        limits = self._limits
-        delay = limits.header_timeout if self._in_head else limits.keepalive_timeout
-        self._deadline = self._ctx.loop.time() + delay
-
-    def _clear_deadlines(self) -> None:
-        self._deadline = _NEVER
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-
-    def _timed_out(self, now: float) -> None:
-        if self._active is not None or self._queue or self._closing:
-            return
-        if self._in_head:
-            self._ctx.metrics.timed_out(role=self._ctx.role, kind="header_deadline")
-            self._bad_input(errors.request_timeout())
-            self.flush()
-        elif self._output_queued():
-            # a slow reader is still receiving the last response: not idle
-            self._deadline = now + self._limits.keepalive_timeout
-        else:
-            self._ctx.metrics.timed_out(role=self._ctx.role, kind="keepalive_idle")
-            self._close(linger=False)
-
-    def _output_queued(self) -> bool:
-        """Whether response bytes still wait in our buffer or the kernel's send queue."""
-        transport = self.transport
-        if transport is None:
-            return False
-        if transport.get_write_buffer_size():
-            return True
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return False
-        try:
-            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-        except OSError:
-            return False
-        return bool(struct.unpack("i", raw)[0])
-
-    @staticmethod
-    def _status_line(status: int, reason: bytes) -> bytes:
-        return b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))
