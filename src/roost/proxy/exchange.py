@@ -90,6 +90,7 @@ class Exchange:
         "_t_head",
         "_t_resp",
         "_t_start",
+        "_waited_since",
         "app",
         "bytes_in",
         "bytes_out",
@@ -144,6 +145,7 @@ class Exchange:
         self._t_start = ctx.loop.time()
         self._t_body = self._t_head = self._t_resp = 0.0
         self.bytes_in = self.bytes_out = 0
+        self._waited_since = 0.0  # loop time it started waiting for capacity (edge)
 
     KEEPS_BODY = False  # sent body bytes are kept for a replay (only where retries happen)
 
@@ -394,8 +396,13 @@ class Exchange:
             self.response_started = True
             self.status = status
             self._t_head = self._ctx.loop.time()
+            if self._waited_since:
+                self._served_after_wait()
             self._down.send_head(self, status, reason, out, info)
         return info
+
+    def _served_after_wait(self) -> None:
+        """The response head came after the request waited for capacity (edge)."""
 
     def upstream_body(self, data: bytes) -> None:
         if self.response_started:

@@ -79,7 +79,6 @@ class EdgeExchange(Exchange):
         "_queued",
         "_route",
         "_wait_deadline",
-        "_waited_since",
     )
 
     _ctx: EdgeContext
@@ -106,7 +105,6 @@ class EdgeExchange(Exchange):
         self._last_id = ""
         self._queued = False
         self._wait_deadline = NEVER
-        self._waited_since = 0.0
 
     @property
     def forced(self) -> str | None:
@@ -328,12 +326,9 @@ class EdgeExchange(Exchange):
             self._ctx.queues.remove(self.app, self)
         super().cancel()
 
-    def upstream_head(self, status: int, reason: bytes, headers: Headers):  # type: ignore[no-untyped-def]
-        info = super().upstream_head(status, reason, headers)
-        if self._waited_since and self.response_started:
-            seconds, self._waited_since = self._t_head - self._waited_since, 0.0
-            self._ctx.metrics.queue_wait(app=self.app, seconds=seconds, outcome="served")
-        return info
+    def _served_after_wait(self) -> None:
+        seconds, self._waited_since = self._t_head - self._waited_since, 0.0
+        self._ctx.metrics.queue_wait(app=self.app, seconds=seconds, outcome="served")
 
 
 _INSTANCE = backhaul.INSTANCE.lower()

@@ -70,7 +70,8 @@ class ResponseWriter:
             http10=self._active_http10,
             close=close,
         )
-        self._out.append(encode_head(self._status_line(status, reason), headers))
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))
+        self._out.append(encode_head(line, headers))
 
     def send_body(self, data: bytes) -> None:
         if self._mode == BODY_CHUNKED:

@@ -100,6 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._upgrade_ok = False  # the request asked for an upgrade: a 101 may come
         self._switching = False  # the response is a 101
         self.tunnel: Tunnel | None = None  # set once upgraded
+        self._reading_paused = False
 
     # -- used by the exchange ---------------------------------------------------------
 
@@ -127,6 +128,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = self._skip_rest = self._eof_framed = self._interim = False
         self._head_bytes = 0
         self._error = None
+        self._reason = b""  # (reset here, not in on_message_begin: one callback less)
+        self._headers = []
+        self._trailers = []
         self._pending.append(head)
 
     def send_body(self, data: bytes) -> None:
@@ -153,11 +157,13 @@ class UpstreamConnection(asyncio.Protocol):
         """Stop reading the response (the client cannot keep up)."""
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
+            self._reading_paused = True
 
     def resume_reading(self) -> None:
         """Resume reading the response."""
-        if self.transport is not None and not self.closed:
+        if self._reading_paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
+            self._reading_paused = False
 
     def abort(self) -> None:
         """Drop the connection at once, detaching the sink (no callbacks follow)."""
@@ -249,11 +255,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._reason = b""
-        self._headers = []
-        self._trailers = []
-
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
@@ -273,6 +274,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._switching = status == 101
             if status != 101:  # 101 makes feed_data raise HttpParserUpgrade
                 sink.upstream_interim(status, self._reason, self._headers)
+                self._reason = b""  # the final response's head follows
+                self._headers = []
             return
         self._head_done = True
         self._keep_alive = self._parser.should_keep_alive()
