@@ -11,16 +11,17 @@ client-facing codec (:mod:`roost.proxy.http2`) and the backhaul client
   :class:`~roost.proxy.flowcontrol.CreditLedger` hands credit back: a stream's only as its
   consumer takes the bytes (``StreamOut.paused`` holds it -- that is the backpressure).
 - **output**: per stream (:class:`StreamOut`) a pending HEADERS block, a byte queue and an
-  end (END_STREAM or trailers), framed at ``flush()`` under the peer's windows, round-robin
-  among streams waiting for window (a small message is one HEADERS and one DATA frame with
-  END_STREAM). Over :data:`HIGH` queued bytes, or while the transport's buffer is full, a
-  stream is ``write_paused`` and ``_pause_changed`` tells the subclass to stop its producer.
-  Streams (or the connection) held at zero window are reported through ``_stalled``.
+  end (END_STREAM or trailers), framed at ``flush()`` (:mod:`~roost.proxy.h2wire`) under the
+  peer's windows, round-robin among streams waiting for window, and written once as the event
+  loop's turn ends (one write for every stream). Over :data:`HIGH` queued bytes, or while the
+  transport's buffer is full, a stream is ``write_paused`` and ``_pause_changed`` tells the
+  subclass to stop its producer. Streams (or the connection) held at zero window are
+  reported through ``_stalled``.
 - **ends**: h2 closes its state machine on any GOAWAY, sent or received, and then refuses
   every frame (python-hyper/h2#1181), which would kill the streams a graceful GOAWAY lets
-  finish. So a *received* GOAWAY leaves h2's state open here (the subclass decides what it
-  means), and graceful GOAWAYs are *sent* with ``_write_raw``, behind h2's back.
-  ``_abandon`` cancels every stream and closes.
+  finish. So a *received* GOAWAY leaves h2's state open (the subclass decides what it means),
+  and graceful GOAWAYs are *sent* with ``_write_raw``, behind h2's back. ``_abandon``
+  cancels every stream and closes.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import h2.config
-import h2.connection
 import h2.events as ev
 import h2.exceptions
 import h2.settings
 
 from roost.proxy import flowcontrol as fc
+from roost.proxy import h2wire
 from roost.proxy.h2limits import H2Limits
 
 __all__ = ["HIGH", "H2Base", "H2Options", "StreamOut"]
@@ -87,16 +88,6 @@ class StreamOut:
         self.done = False  # our side ended, or the stream is gone
 
 
-class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
-    """h2's connection state machine, except that a received GOAWAY does not close it."""
-
-    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[ev.Event]:
-        closed = self.state is h2.connection.ConnectionState.CLOSED
-        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY and not closed:
-            return []
-        return super().process_input(input_)
-
-
 class H2Base(asyncio.Protocol):
     """See the module docstring. Subclasses set ``HANDLERS`` (``{**H2Base.HANDLERS, ...}``)."""
 
@@ -111,8 +102,7 @@ class H2Base(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
-        self.h2 = h2.connection.H2Connection(config)
-        self.h2.state_machine = _OpenAfterGoaway()
+        self.h2 = h2wire.new_connection(config)  # h2, open after a received GOAWAY
         self.window = fc.AdaptiveWindow(
             initial_window=options.initial_window,
             max_window=options.max_window,
@@ -123,6 +113,7 @@ class H2Base(asyncio.Protocol):
         self._dirty: dict[int, StreamOut] = {}  # streams with frames to build at flush()
         self._blocked: dict[int, StreamOut] = {}  # streams waiting for window, in turn
         self._in_input = False
+        self._write_due = False  # a _write_out is scheduled
         self.closed = False
 
     # -- hooks ------------------------------------------------------------------------
@@ -254,10 +245,8 @@ class H2Base(asyncio.Protocol):
         """``nbytes`` flow-controlled bytes arrived on ``sid``; ``st=None``: the stream
         needs no more window (unknown, or its input is complete or unwanted)."""
         self.run(self.window.data_received(nbytes, now))
-        if st is None:
-            self.credit.received(sid, nbytes, hold=False, credit=False)
-        else:
-            self.credit.received(sid, nbytes, hold=st.paused > 0, credit=True)
+        hold = st is not None and st.paused > 0
+        self.credit.received(sid, nbytes, hold=hold, credit=st is not None)
 
     def release(self, st: StreamOut) -> None:
         """``st``'s consumer resumed: hand back the credit it held."""
@@ -287,7 +276,8 @@ class H2Base(asyncio.Protocol):
         self._dirty[st.sid] = st
 
     def flush(self) -> None:
-        """Build the frames of every stream with something to send, and write them."""
+        """Build the frames of every stream with something to send; they are written once
+        this turn of the event loop ends (one write for all the responses it completed)."""
         if self._in_input or self.closed or self.transport is None:
             return
         if self._dirty:
@@ -296,8 +286,13 @@ class H2Base(asyncio.Protocol):
             for st in dirty.values():
                 if not st.done:
                     self._drain(st, now)
-        data = self.h2.data_to_send()
-        if data:
+        if not self._write_due:
+            self._write_due = True
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_due = False  # (_close and _write_raw take h2's output first if they run)
+        if self.transport is not None and not self.closed and (data := self.h2.data_to_send()):
             self.transport.write(data)
 
     def _drain(self, st: StreamOut, now: float) -> None:
@@ -306,13 +301,17 @@ class H2Base(asyncio.Protocol):
             if st.head is not None:
                 head, st.head = st.head, None
                 ended = st.ending and not out and not st.trailers
-                conn.send_headers(sid, head, end_stream=ended)
+                h2wire.send_headers(conn, sid, head, ended)
+            stream = conn.streams.get(sid) if out else None
+            if out and stream is None:
+                return self.drop(sid)  # closed and forgotten by h2 (the peer reset it)
+            max_frame = conn.max_outbound_frame_size
             while out:
-                window = conn.local_flow_control_window(sid)
+                window = min(conn.outbound_flow_control_window, stream.outbound_flow_control_window)
                 if window <= 0:
                     break
                 chunk = out[0]
-                n = min(len(chunk), window, conn.max_outbound_frame_size)
+                n = min(len(chunk), window, max_frame)
                 if n == len(chunk):
                     out.popleft()
                 else:
@@ -320,8 +319,9 @@ class H2Base(asyncio.Protocol):
                 st.out_bytes -= n
                 frames += 1
                 ended = st.ending and not out and not st.trailers
-                conn.send_data(sid, chunk, end_stream=ended)
-            self._sent_frames(frames)
+                h2wire.send_data(conn, sid, chunk, ended)
+            if frames:
+                self._sent_frames(frames)
             if out:
                 self._blocked[sid] = self._blocked.pop(sid, st)  # to the back of the line
                 self._stalled(0 if conn.outbound_flow_control_window <= 0 else sid, now)

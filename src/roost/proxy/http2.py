@@ -1,19 +1,21 @@
 """The client side of the edge for HTTP/2 (cleartext prior knowledge, later TLS + ALPN).
 
 :class:`H2ClientConnection`, the sibling of ``http1``, is built on :class:`~roost.proxy.
-h2conn.H2Base` (windows, output, raw frames). Each stream gets a :class:`_Stream` (the
-exchange's ``Downstream``) and an exchange from ``ctx.new_exchange``, as an HTTP/1.1
-request would (``:authority`` -> ``Host``; a body without ``content-length`` is chunked
-upstream). No task per request. Rules kept here:
+h2conn.H2Base` (windows, output, raw frames). Each stream gets a :class:`~roost.proxy.
+h2stream.ClientStream` (the exchange's ``Downstream``) and an exchange from
+``ctx.new_exchange``, as an HTTP/1.1 request would (``:authority`` -> ``Host``; a body
+without ``content-length`` is chunked upstream; :mod:`~roost.proxy.h2fields` converts).
+No task per request. Rules kept here:
 
 - **Abuse accounting first**: raw bytes go through :class:`~roost.proxy.h2limits.
   ConnectionGuard` before h2 parses them, stream events too; its verdicts reset a stream or
   end the connection (GOAWAY).
 - **Malformed requests are stream errors**: h2 runs with ``validate_inbound_headers=False``
-  and its validator runs here per request, so CR/LF/NUL in a value or a bad pseudo-header
-  resets one stream (PROTOCOL_ERROR), not the connection. Excess streams: REFUSED_STREAM
-  (h2's own limit is raised, unannounced, to ``stream_ceiling``). Request trailers are
-  checked, then dropped (as in ``http1``).
+  and its validator runs here per request (after a one-pass check that passes ordinary
+  requests, :func:`~roost.proxy.h2fields.plainly_valid`), so CR/LF/NUL in a value or a
+  bad pseudo-header resets one stream (PROTOCOL_ERROR), not the connection. Excess
+  streams: REFUSED_STREAM (h2's own limit is raised, unannounced, to ``stream_ceiling``).
+  Request trailers are checked, then dropped (as in ``http1``).
 - **On a host proxy's backhaul** (``ctx.role == "host"``; only authenticated edges reach
   it): request blocks are not validated again (the edge checked and rebuilt them), and a
   ``full`` refusal is RST_STREAM(REFUSED_STREAM) -- the instance saw nothing.
@@ -36,18 +38,18 @@ import h2.events as ev
 import h2.exceptions
 import h2.settings
 from h2.utilities import HeaderValidationFlags, validate_headers
-from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame, PingFrame
 
-from roost.proxy import backhaul, errors
+from roost.proxy import errors
 from roost.proxy import h2limits as lim
 from roost.proxy.h2conn import H2Base, H2Options, StreamOut
-from roost.proxy.headers import HOP_BY_HOP, Forwarding, Headers, ResponseInfo
+from roost.proxy.h2fields import plainly_valid, to_http1
+from roost.proxy.h2stream import ClientStream
+from roost.proxy.headers import Forwarding, Headers
 
 if TYPE_CHECKING:
     from roost.proxy.context import RelayContext
     from roost.proxy.exchange import Exchange
-    from roost.proxy.upstream import UpstreamConnection
 
 __all__ = ["H2ClientConnection", "H2Options"]
 
@@ -61,103 +63,8 @@ _CONFIG = h2.config.H2Configuration(
 _SC = h2.settings.SettingCodes
 _REQUEST = HeaderValidationFlags(False, False, False, False)
 _TRAILERS = HeaderValidationFlags(False, True, False, False)
-_INTERNAL_ERROR = 0x2
-_RID = b"roost-request-id"
 _BYE = b"roostbye"  # opaque data of the PING that times the final GOAWAY
 _NEVER = float("inf")
-_REFUSED_FULL = "refused_" + backhaul.FULL.decode("ascii")
-
-
-class _Stream(StreamOut):
-    """One request and its response: the exchange's Downstream."""
-
-    __slots__ = ("conn", "ex", "request_done")
-
-    def __init__(self, conn: H2ClientConnection, sid: int, request_done: bool) -> None:
-        super().__init__(sid)
-        self.conn = conn
-        self.ex: Exchange | None = None
-        self.request_done = request_done
-
-    def send_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        if status != 101 and not self.done:
-            try:
-                self.conn.h2.send_headers(self.sid, [(b":status", b"%d" % status), *_h2(headers)])
-            except h2.exceptions.ProtocolError:  # the client reset it under us
-                self.conn.drop(self.sid)
-
-    def send_head(
-        self, ex: Exchange, status: int, reason: bytes, headers: Headers, info: ResponseInfo
-    ) -> None:
-        self.head = [(b":status", b"%d" % status), *_h2(headers)]
-        self.conn.touch(self)
-
-    def send_body(self, data: bytes) -> None:
-        self.conn.queue(self, data)
-
-    def send_end(self, ex: Exchange, trailers: Headers) -> None:
-        self.ending = True
-        self.trailers = _h2(trailers) or None
-        self.conn.touch(self)
-
-    def send_error(self, ex: Exchange, err: errors.ProxyError) -> None:
-        if err.reason == _REFUSED_FULL and self.conn.backhaul:
-            return self.conn.reset(self.sid, lim.REFUSED_STREAM)  # the instance saw nothing
-        self.answer(err, ex.request_id, head=ex.method == b"HEAD")
-
-    def answer(self, err: errors.ProxyError, request_id: bytes, *, head: bool) -> None:
-        """The edge's own response (no exchange needed)."""
-        body = err.message.encode("utf-8", "replace") + b"\n"
-        self.head = [(b":status", b"%d" % err.status), (b"content-length", b"%d" % len(body))]
-        self.head += [(b"content-type", b"text/plain; charset=utf-8")]
-        self.head += [NeverIndexedHeaderTuple(_RID, request_id)]
-        self.head += [(n.lower(), v) for n, v in err.headers]
-        if err.status == 405:
-            self.head.append((b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"))
-        if not head:
-            self.conn.queue(self, body)
-        self.ending = True
-        self.conn.touch(self)
-
-    def send_upgrade(
-        self, ex: Exchange, head: bytes, conn: UpstreamConnection, rest: bytes = b""
-    ) -> None:
-        conn.abort()  # never asked for over HTTP/2
-        self.conn.reset(self.sid, _INTERNAL_ERROR)
-
-    def abort_response(self, ex: Exchange) -> None:
-        self.conn.reset(self.sid, _INTERNAL_ERROR)
-
-    def flush(self) -> None:
-        self.conn.flush()
-
-    def pause_reading(self, reason: int) -> None:
-        self.paused |= reason
-
-    def resume_reading(self, reason: int) -> None:
-        if self.paused & reason:
-            self.paused &= ~reason
-            if not self.paused:
-                self.conn.release(self)
-
-
-def _h2(headers: Headers) -> Headers:
-    """HTTP/1.1 fields as HTTP/2 fields: lower-case names, no connection-specific ones; the
-    request id (new in every response) kept out of HPACK's table, where it would only evict."""
-    out = [(n, v) for n, v in ((n.lower(), v) for n, v in headers) if n not in HOP_BY_HOP]
-    return [NeverIndexedHeaderTuple(n, v) if n == _RID else (n, v) for n, v in out]
-
-
-def _to_http1(headers: Headers, ended: bool) -> tuple[bytes, bytes, Headers]:
-    """(method, target, HTTP/1.1 fields) of a validated HTTP/2 request header block."""
-    pseudo = {n: v for n, v in headers if n[:1] == b":"}
-    fields = [(n, v) for n, v in headers if n[:1] != b":"]
-    authority = pseudo.get(b":authority")
-    if authority:
-        fields = [(b"host", authority), *(f for f in fields if f[0] != b"host")]
-    if not ended and all(n != b"content-length" for n, _ in fields):
-        fields.append((b"transfer-encoding", b"chunked"))
-    return pseudo.get(b":method", b""), pseudo.get(b":path", b""), fields
 
 
 class H2ClientConnection(H2Base):
@@ -177,6 +84,7 @@ class H2ClientConnection(H2Base):
         self._deadline = _NEVER  # preface/SETTINGS deadline, then the idle deadline
         self._client_ip = b""
         self._fwd_tail: tuple[tuple[bytes, bytes], ...] = ()
+        self._plain: Headers | None = None  # the last request block plainly_valid passed
         # a host proxy's backhaul (only authenticated edges reach it): refusals are
         # RST_STREAM(REFUSED_STREAM), and request blocks are not validated again
         self.backhaul = ctx.role == "host"
@@ -225,7 +133,7 @@ class H2ClientConnection(H2Base):
             ex.flush()
 
     def _pause_changed(self, st: StreamOut, paused: bool) -> None:
-        ex = st.ex if isinstance(st, _Stream) else None
+        ex = st.ex if isinstance(st, ClientStream) else None
         if ex is not None and not ex.finished:
             ex.client_write_paused() if paused else ex.client_write_resumed()
 
@@ -236,7 +144,7 @@ class H2ClientConnection(H2Base):
         self._guard.data_sent(frames)
 
     def _ended(self, st: StreamOut) -> None:
-        if isinstance(st, _Stream) and not st.request_done:
+        if isinstance(st, ClientStream) and not st.request_done:
             self.h2.reset_stream(st.sid, lim.NO_ERROR)  # the rest of the request: not needed
         self._forget(st)
 
@@ -250,7 +158,7 @@ class H2ClientConnection(H2Base):
                 self._deadline = self.loop.time() + self._ctx.limits.keepalive_timeout
 
     def _cancel(self, st: StreamOut) -> None:
-        if isinstance(st, _Stream) and st.ex is not None:
+        if isinstance(st, ClientStream) and st.ex is not None:
             st.ex.cancel()
 
     def _ping_acked(self, data: bytes, now: float) -> None:
@@ -269,8 +177,8 @@ class H2ClientConnection(H2Base):
         if verdict is not lim.OK:
             return self._apply(verdict)
         self._deadline = _NEVER
-        st = self.streams[sid] = _Stream(self, sid, event.stream_ended is not None)
-        ctx, (method, target, fields) = self._ctx, _to_http1(headers, st.request_done)
+        st = self.streams[sid] = ClientStream(self, sid, event.stream_ended is not None)
+        ctx, (method, target, fields) = self._ctx, to_http1(headers, st.request_done)
         rid = ctx.request_ids.next()
         try:
             st.ex = ex = ctx.new_exchange(
@@ -292,6 +200,9 @@ class H2ClientConnection(H2Base):
         self._touched.add(ex)
 
     def _validate(self, sid: int, headers: Headers, flags: HeaderValidationFlags) -> lim.Verdict:
+        if flags is _REQUEST and (headers == self._plain or plainly_valid(headers)):
+            self._plain = headers  # a client repeating it: compared, not checked again
+            return lim.OK  # what both checks below would say, in a fraction of the time
         verdict = self._guard.check_fields(sid, headers)
         if verdict is lim.OK:
             try:
@@ -304,7 +215,7 @@ class H2ClientConnection(H2Base):
     def _on_data(self, event: ev.DataReceived, now: float) -> None:
         sid = event.stream_id or 0
         st = self.streams.get(sid)
-        if not isinstance(st, _Stream) or st.ex is None or st.ex.finished or st.request_done:
+        if not isinstance(st, ClientStream) or st.ex is None or st.ex.finished or st.request_done:
             return self.received(None, sid, event.flow_controlled_length or 0, now)
         if event.data:
             st.ex.request_body(event.data)
@@ -313,7 +224,7 @@ class H2ClientConnection(H2Base):
 
     def _on_end(self, event: ev.StreamEnded, now: float) -> None:
         st = self.streams.get(event.stream_id or 0)
-        if isinstance(st, _Stream):
+        if isinstance(st, ClientStream):
             st.request_done = True
             self.credit.forget(st.sid)  # no more window needed
             if st.ex is not None and not st.ex.finished:
@@ -397,7 +308,7 @@ class H2ClientConnection(H2Base):
         if self.closed:
             return
         for st in list(self.streams.values()):
-            ex = st.ex if isinstance(st, _Stream) else None
+            ex = st.ex if isinstance(st, ClientStream) else None
             if ex is not None and not ex.finished:
                 ex.check_deadline(now)
         for verdict in self._guard.check(now):

@@ -1,0 +1,328 @@
+"""The ``H2Connection`` Roost runs (:func:`new_connection`): h2, cheaper per request.
+
+h2 builds every frame it sends as hyperframe objects (a ``Flags`` set, a ``Padding`` mixin,
+``serialize``), re-encodes and re-checks header names it was given as bytes, and runs hpack,
+whose encoder searches the table and logs for every field. Per small response that is most
+of the edge's CPU. What is here keeps h2's state exact and skips the rest:
+
+- :class:`CachingEncoder`, hpack's encoder remembering the bytes of fields it emitted as an
+  *index* (a response's ``server``, ``content-type``, ...): valid while the dynamic table is
+  unchanged, so the cache is emptied whenever an entry is added or evicted. Names of literal
+  fields keep their Huffman code. The bytes are the ones hpack would have produced.
+- :class:`CachingDecoder`, hpack's decoder remembering header blocks made only of indexed
+  fields (a client repeating a request: one byte per field), which leave the table as it is:
+  the same fields, the same limit checks (list size, table size), until the table changes.
+- :func:`send_headers` / :func:`send_data` for a stream h2 already knows (a server's
+  response): the same state-machine inputs (connection, then stream), flow-control windows
+  and bytes as ``H2Connection.send_headers`` / ``send_data``, the frames written directly.
+  Anything else (a new stream, an informational or client-side block) goes through h2.
+- A received GOAWAY does not close h2's connection state machine (see
+  :mod:`roost.proxy.h2conn`, "ends"), and a received frame is not ``repr``-ed for h2's trace
+  log unless h2 was given a real logger (its default, a ``DummyLogger``, drops the text).
+
+All rely on attributes h2 4.x keeps (``streams``, ``state_machine``, ``_data_to_send``);
+the h2 tests (``tests/unit/test_h2wire.py``) decode the output with a second h2 connection.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.exceptions
+import h2.stream
+from h2.errors import ErrorCodes
+from hpack import HeaderTuple
+from hpack.hpack import INDEX_NEVER, Decoder, Encoder, encode_integer
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.table import HeaderTable, table_entry_size
+from hyperframe.frame import Frame, RstStreamFrame
+
+__all__ = [
+    "CachingDecoder",
+    "CachingEncoder",
+    "huffman_encode",
+    "new_connection",
+    "send_data",
+    "send_headers",
+]
+
+_FRAME = struct.Struct(">HBBBL")  # 24-bit length as 16 + 8, type, flags, stream id
+_HEADERS, _CONTINUATION, _DATA = 0x1, 0x9, 0x0
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+_CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_DATA = h2.stream.StreamInputs.SEND_DATA
+_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+_CACHE_MAX = 256  # fields (blocks) remembered: a response carries ~10; a client repeats a few
+_ALL_INDEXED = re.compile(rb"[\x80-\xfe]*").fullmatch  # one byte per field, each an index
+_RECV_GOAWAY = h2.connection.ConnectionInputs.RECV_GOAWAY
+_CLOSED = h2.connection.ConnectionState.CLOSED
+_process_input = h2.connection.H2ConnectionStateMachine.process_input
+_CODES = tuple(zip(REQUEST_CODES, REQUEST_CODES_LENGTH, strict=True))
+
+
+def _bytes(value: Any) -> bytes:
+    """A field name or value as hpack's encoder takes it (``str``: UTF-8)."""
+    if type(value) is bytes:
+        return value
+    return (value if isinstance(value, str) else str(value)).encode("utf-8")
+
+
+def _header(length: int, ftype: int, flags: int, sid: int) -> bytes:
+    return _FRAME.pack(length >> 8, length & 0xFF, ftype, flags, sid)
+
+
+def huffman_encode(data: bytes) -> bytes:
+    """HPACK's Huffman code of ``data`` (RFC 7541 appendix B), as hpack's encoder makes it
+    (with half its per-byte work)."""
+    acc = bits = 0
+    for byte in data:
+        code, n = _CODES[byte]
+        acc = acc << n | code
+        bits += n
+    pad = -bits % 8
+    return (acc << pad | ((1 << pad) - 1)).to_bytes((bits + pad) >> 3, "big")
+
+
+class _Huffman:
+    """The ``huffman_coder`` hpack's encoder calls."""
+
+    encode = staticmethod(huffman_encode)
+
+
+class _CountingTable(HeaderTable):
+    """hpack's table, counting the changes that move or drop dynamic entries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.changes += 1
+        super().add(name, value)
+
+    def _shrink(self) -> None:
+        self.changes += 1
+        super()._shrink()
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.changes += 1  # (a size of 0 empties the table without _shrink)
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+
+
+class CachingEncoder(Encoder):
+    """hpack's :class:`~hpack.Encoder` with a cache of indexed fields (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table: _CountingTable = _CountingTable()
+        self.huffman_coder = _Huffman()  # type: ignore[assignment]
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
+        self._names: dict[bytes, bytes] = {}  # name -> Huffman code
+        self._unmatched: set[bytes] = set()  # names in neither table (a request id's)
+        self._changes = 0
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if isinstance(headers, dict):
+            return super().encode(headers, huffman)
+        table = self.header_table
+        block: list[bytes] = []
+        if table.resized:
+            block.append(self._encode_table_size_change())
+            table.resized = False
+        indexed, unmatched = self._indexed, self._unmatched
+        if self._changes != table.changes:
+            indexed.clear()
+            unmatched.clear()
+            self._changes = table.changes
+        for header in headers:
+            if type(header) is tuple and len(header) == 2:
+                hit = indexed.get(header)
+                if hit is not None:
+                    block.append(hit)
+                    continue
+                sensitive = False
+            elif isinstance(header, HeaderTuple):
+                sensitive = not header.indexable
+            else:
+                sensitive = len(header) > 2 and bool(header[2])
+            name, value = _bytes(header[0]), _bytes(header[1])
+            if sensitive and name in unmatched:  # what add() would do, without the search
+                block.append(self._encode_literal(name, value, INDEX_NEVER, huffman))
+                continue
+            pair = (name, value)
+            out = self.add(pair, sensitive, huffman)
+            if table.changes != self._changes:
+                indexed.clear()
+                unmatched.clear()
+                self._changes = table.changes
+            elif not sensitive:  # no table change: the field went out as an index
+                if len(indexed) >= _CACHE_MAX:
+                    indexed.clear()
+                indexed[pair] = out
+            elif len(unmatched) < _CACHE_MAX and table.search(name, value) is None:
+                unmatched.add(name)  # (the name matches nothing: any value goes literal)
+            block.append(out)
+        return b"".join(block)
+
+    def _encode_literal(
+        self, name: bytes, value: bytes, indexbit: bytes, huffman: bool = False
+    ) -> bytes:
+        if not huffman:
+            return super()._encode_literal(name, value, indexbit, huffman)
+        coded = self._names.get(name)
+        if coded is None:
+            if len(self._names) >= _CACHE_MAX:
+                self._names.clear()
+            coded = self._names[name] = huffman_encode(name)
+        value = huffman_encode(value)
+        name_len, value_len = encode_integer(len(coded), 7), encode_integer(len(value), 7)
+        name_len[0] |= 0x80
+        value_len[0] |= 0x80
+        return b"".join([indexbit, bytes(name_len), coded, bytes(value_len), value])
+
+
+class CachingDecoder(Decoder):
+    """hpack's :class:`~hpack.Decoder` with a cache of all-indexed blocks (module docstring)."""
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size)
+        self.header_table: _CountingTable = _CountingTable()
+        self._blocks: dict[bytes, tuple[list[Any], int]] = {}  # block -> (fields, list size)
+        self._changes = 0
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        table, blocks = self.header_table, self._blocks
+        if self._changes != table.changes:
+            blocks.clear()
+            self._changes = table.changes
+        cacheable = raw and type(data) is bytes
+        if cacheable:
+            hit = blocks.get(data)
+            if hit is not None and hit[1] <= self.max_header_list_size:
+                self._assert_valid_table_size()
+                return list(hit[0])
+        headers = super().decode(data, raw)
+        if cacheable and table.changes == self._changes and _ALL_INDEXED(data):
+            if len(blocks) >= _CACHE_MAX:
+                blocks.clear()
+            size = sum(table_entry_size(n, v) for n, v in headers)
+            blocks[data] = (list(headers), size)
+        return headers
+
+
+class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a received GOAWAY does not close it."""
+
+    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[Any]:
+        if input_ is _RECV_GOAWAY and self.state is not _CLOSED:
+            return []
+        return _process_input(self, input_)  # (called for every frame: no super() lookup)
+
+
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, receiving frames without formatting them for a dropped log line."""
+
+    def _receive_frame(self, frame: Frame) -> list[Any]:
+        if type(self.config.logger) is not h2.config.DummyLogger:
+            return super()._receive_frame(frame)  # someone reads the trace
+        # h2 4.x's _receive_frame, without its trace("Received frame: %s", repr(frame))
+        events: list[Any]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if not self._stream_is_closed_by_reset(e.stream_id):
+                raise
+            f = RstStreamFrame(e.stream_id)
+            f.error_code = e.error_code
+            self._prepare_for_sending([f])
+            events = e._events
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+
+def new_connection(config: h2.config.H2Configuration) -> h2.connection.H2Connection:
+    """An h2 connection with the state machine and HPACK codecs described above."""
+    conn = _Connection(config)
+    conn.state_machine = _OpenAfterGoaway()
+    conn.encoder = CachingEncoder()
+    old = conn.decoder
+    conn.decoder = CachingDecoder(old.max_header_list_size)
+    conn.decoder.max_allowed_table_size = old.max_allowed_table_size
+    return conn
+
+
+def send_headers(
+    conn: h2.connection.H2Connection, sid: int, headers: list[Any], end_stream: bool
+) -> None:
+    """``conn.send_headers(sid, headers, end_stream=end_stream)``, faster for a final
+    response on a known stream of a server connection that neither normalizes nor validates
+    outbound headers (see the module docstring)."""
+    stream = conn.streams.get(sid)
+    config = conn.config
+    if (
+        stream is None
+        or config.client_side
+        or config.normalize_outbound_headers  # h2 would rewrite or check the block
+        or config.validate_outbound_headers
+        or stream.state_machine.headers_sent  # trailers
+        or not headers
+        or headers[0][0] != b":status"
+        or headers[0][1][:1] == b"1"  # informational
+    ):
+        return conn.send_headers(sid, headers, end_stream=end_stream)
+    conn.state_machine.process_input(_CONN_SEND_HEADERS)
+    stream.state_machine.process_input(_SEND_HEADERS)
+    block = conn.encoder.encode(headers)
+    size = conn.max_outbound_frame_size
+    flags = _END_STREAM if end_stream else 0
+    if len(block) <= size:
+        out = _header(len(block), _HEADERS, flags | _END_HEADERS, sid) + block
+    else:
+        parts = [block[i : i + size] for i in range(0, len(block), size)]
+        frames = [_header(len(parts[0]), _HEADERS, flags, sid), parts[0]]
+        for i, part in enumerate(parts[1:], 2):
+            last = _END_HEADERS if i == len(parts) else 0
+            frames += (_header(len(part), _CONTINUATION, last, sid), part)
+        out = b"".join(frames)
+    if end_stream:
+        stream.state_machine.process_input(_SEND_END_STREAM)
+    stream.request_method = None  # as h2 sets it from a response block
+    conn._data_to_send += out
+
+
+def send_data(conn: h2.connection.H2Connection, sid: int, data: bytes, end_stream: bool) -> None:
+    """``conn.send_data(sid, data, end_stream=end_stream)`` for data the caller has sized
+    to the windows and the frame size (as :meth:`H2Base._drain` does)."""
+    stream = conn.streams.get(sid)
+    if stream is None:
+        return conn.send_data(sid, data, end_stream=end_stream)  # raises as h2 does
+    n = len(data)
+    conn.state_machine.process_input(_CONN_SEND_DATA)
+    stream.state_machine.process_input(_SEND_DATA)
+    if end_stream:
+        stream.state_machine.process_input(_SEND_END_STREAM)
+    stream.outbound_flow_control_window -= n
+    conn.outbound_flow_control_window -= n
+    conn._data_to_send += _header(n, _DATA, _END_STREAM if end_stream else 0, sid) + data
