@@ -324,6 +324,20 @@ def start_roost_edge(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy
     return Proxy("roost-edge", port, [proc], port, layout="1 process (uvloop), CPU 0")
 
 
+def start_bare_relay(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
+    """``_bare_relay.py``: uvloop + httptools relaying GETs and nothing else -- the floor
+    for a Python relay on this machine (a reference, not a proxy; no h2)."""
+    port = free_port()
+    proc = procs.start(
+        "bare-relay",
+        [PYTHON, BENCH / "_bare_relay.py", "--port", str(port), "--backend", str(backend)],
+        cpus=cpus,
+    )
+    wait_port(port, proc)
+    wait_http(port, host=APP_HOST, timeout=10)
+    return Proxy("bare-relay", port, [proc], port, layout="1 process (uvloop), CPU 0")
+
+
 @dataclass
 class RoostNode:
     """A ``roost up --no-demo`` node in a temporary data dir."""

@@ -52,6 +52,7 @@ from _peers import (
     Proxy,
     peer_available,
     start_backend,
+    start_bare_relay,
     start_envoy,
     start_haproxy,
     start_nginx,
@@ -73,6 +74,7 @@ PEERS: dict[str, Starter] = {
     "haproxy": start_haproxy,
     "envoy": start_envoy,
     "roost-edge": start_roost_edge,
+    "bare-relay": start_bare_relay,
 }
 
 BACKEND = "backend: nginx return 200, 1 worker, CPU 1"

@@ -314,3 +314,15 @@ def test_frame_response(
         headers, info, status, head=is_head, http10=http10, close=close
     )
     assert (mode, close_after, [n for n, _ in headers]) == want
+
+
+def test_forwarding_tail_is_shared_and_bounded() -> None:
+    from roost.proxy import headers
+
+    a = headers.forwarding_tail(b"10.0.0.1", b"http", b"80", b"ams")
+    assert a == headers.Forwarding(b"10.0.0.1", b"http", b"80", b"ams").tail()
+    assert headers.forwarding_tail(b"10.0.0.1", b"http", b"80", b"ams") is a
+    assert headers.forwarding_tail(b"10.0.0.2", b"http", b"80", b"ams") != a
+    for i in range(headers._TAILS_MAX + 10):
+        headers.forwarding_tail(b"%d" % i, b"http", b"80", b"ams")
+    assert len(headers._TAILS) <= headers._TAILS_MAX

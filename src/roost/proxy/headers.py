@@ -35,6 +35,7 @@ __all__ = [
     "RequestInfo",
     "ResponseInfo",
     "encode_head",
+    "forwarding_tail",
     "frame_response",
     "prepare_head",
     "prepare_request",
@@ -99,6 +100,25 @@ class Forwarding:
             (b"Roost-Client-IP", self.client_ip),
             (b"Roost-Region", self.region),
         )
+
+
+_TAILS: dict[tuple[bytes, bytes, bytes, bytes], tuple[tuple[bytes, bytes], ...]] = {}
+_TAILS_MAX = 4096
+
+
+def forwarding_tail(
+    client_ip: bytes, proto: bytes, port: bytes, region: bytes
+) -> tuple[tuple[bytes, bytes], ...]:
+    """:meth:`Forwarding.tail` for a new connection, shared between connections with the same
+    facts (a client reconnecting; a flood of new connections): no new tuples per connection.
+    Bounded: emptied when it reaches its cap."""
+    key = (client_ip, proto, port, region)
+    tail = _TAILS.get(key)
+    if tail is None:
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        tail = _TAILS[key] = Forwarding(client_ip, proto, port, region).tail()
+    return tail
 
 
 class RequestIds:

@@ -50,8 +50,8 @@ from roost.proxy import errors
 from roost.proxy.exchange import Exchange
 from roost.proxy.headers import (
     BODY_NONE,
-    Forwarding,
     Headers,
+    forwarding_tail,
 )
 from roost.proxy.http1_deadlines import NEVER, Deadlines
 from roost.proxy.http1_writer import ResponseWriter
@@ -145,8 +145,8 @@ class ClientConnection(ResponseWriter, Deadlines, asyncio.Protocol):
         self._client_ip = (peer[0] if isinstance(peer, tuple) else "").encode("ascii")
         port = str(local[1]).encode("ascii") if isinstance(local, tuple) else b""
         proto = b"http" if transport.get_extra_info("ssl_object") is None else b"https"
-        fwd = Forwarding(self._client_ip, proto, port, self._ctx.region.encode("ascii"))
-        self._fwd_tail = fwd.tail()
+        region = self._ctx.region.encode("ascii")
+        self._fwd_tail = forwarding_tail(self._client_ip, proto, port, region)
         self._registry.add(self)
         self._arm_deadline()
         if self._registry.draining:

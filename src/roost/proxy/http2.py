@@ -45,7 +45,7 @@ from roost.proxy import h2limits as lim
 from roost.proxy.h2conn import H2Base, H2Options, StreamOut
 from roost.proxy.h2fields import plainly_valid, to_http1
 from roost.proxy.h2stream import ClientStream
-from roost.proxy.headers import Forwarding, Headers
+from roost.proxy.headers import Headers, forwarding_tail
 
 if TYPE_CHECKING:
     from roost.proxy.context import RelayContext
@@ -96,7 +96,7 @@ class H2ClientConnection(H2Base):
         port = str(local[1]).encode("ascii") if isinstance(local, tuple) else b""
         proto = b"http" if transport.get_extra_info("ssl_object") is None else b"https"
         region = self._ctx.region.encode("ascii")
-        self._fwd_tail = Forwarding(self._client_ip, proto, port, region).tail()
+        self._fwd_tail = forwarding_tail(self._client_ip, proto, port, region)
         limits = self._opts.limits
         self.start(
             {
