@@ -93,6 +93,21 @@ def refusal(reason: bytes, instance_id: str) -> errors.ProxyError:
     )
 
 
+# Backhaul field names as sent (exact bytes) -> whether prepare_host_head must look at them.
+# The edge sends the same names every time; bounded all the same.
+_KEEP, _LOOK = "keep", "look"
+_KINDS: dict[bytes, str] = {}
+_KINDS_MAX = 4096
+_LOOKED_AT = HOP_BY_HOP | {_INSTANCE_LOWER, b"content-length", b"host", b"expect"}
+
+
+def _kind(name: bytes) -> str:
+    kind = _LOOK if name.lower() in _LOOKED_AT else _KEEP
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
 def prepare_host_head(
     method: bytes, version: str, target: bytes, headers: Headers
 ) -> tuple[bytes, RequestInfo]:
@@ -107,7 +122,14 @@ def prepare_host_head(
         raise errors.version_not_supported(version)
     info = RequestInfo()
     out: Headers = []
+    kinds = _KINDS
     for name, value in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind is _KEEP:  # most fields: nothing to check
+            out.append((name, value))
+            continue
         lname = name.lower()
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
