@@ -196,6 +196,11 @@ class H2ClientConnection(H2Base):
         except errors.ProxyError as err:
             ctx.request_rejected(err.status, "h2")
             return st.answer(err, rid, head=method == b"HEAD")
+        gate = ctx.gate
+        if gate is not None:
+            app = ctx.congested_app(ex.host)
+            if app is not None and not gate.admit(app, _HeldStream(self, ex)):
+                return  # its app is at capacity: started in a later loop turn (workgate)
         ex.start(flush=False)
         self._touched.add(ex)
 
@@ -326,3 +331,23 @@ class H2ClientConnection(H2Base):
                 )
                 self._final_goaway()
         self.flush()
+
+
+class _HeldStream:
+    """A stream's request the work gate holds back (:mod:`roost.proxy.workgate`): it is not
+    started until its turn. The connection goes on reading -- other streams may be for other
+    apps -- and a held request's body waits in its exchange (flow control bounds it)."""
+
+    __slots__ = ("conn", "ex")
+
+    def __init__(self, conn: H2ClientConnection, ex: Exchange) -> None:
+        self.conn = conn
+        self.ex = ex
+
+    def gate_hold(self) -> None:
+        pass
+
+    def gate_release(self) -> None:
+        if not self.ex.finished and not self.conn.closed:  # (a reset stream was cancelled)
+            self.ex.start()
+            self.conn.flush()
