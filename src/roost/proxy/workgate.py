@@ -24,7 +24,9 @@ Nothing is dropped: a held request is processed in order, only later; when the a
 longer congested its queue is released in one go.
 
 What it cannot cap: accepting a connection, reading and parsing its request head happen
-before the app is known (~20-30 µs each here). HTTP/2 connections are not gated (yet).
+before the app is known (~20-30 µs each here). HTTP/2 streams are held as requests (not
+started until their turn); their connections are never parked (other streams may be for
+other apps).
 
 Pure: the gate never touches the event loop or a socket. ``schedule(fn)`` (the loop's
 ``call_soon``) arranges for :meth:`WorkGate.turn` to run once in the next loop turn; the
