@@ -116,3 +116,24 @@ def test_idempotent_methods() -> None:
 def test_repr() -> None:
     """ProxyError's repr shows its fields."""
     assert "retry_safe=True" in repr(errors.upstream_connect_failed("i", OSError()))
+
+
+def test_at_capacity_is_shared_and_renders_per_request() -> None:
+    """The flood answer is one object per (app, reason); each rendering still carries its own
+    request id and the caller's close/HEAD choices."""
+    from roost.proxy import errors as e
+
+    err = e.at_capacity("flooded")
+    assert e.at_capacity("flooded") is err
+    assert e.at_capacity("flooded", "queue_full") is not err
+    one = e.render(err, request_id=b"r1")
+    two = e.render(err, request_id=b"r2", close=True)
+    assert b"Roost-Request-Id: r1\r\n" in one and b"Roost-Request-Id: r2\r\n" in two
+    assert b"Connection: close" not in one and b"Connection: close\r\n" in two
+    assert one.endswith(b'\r\n\r\napp "flooded" is at capacity, try again shortly\n')
+    head = e.render(err, request_id=b"r3", head=True)
+    assert head.endswith(b"Retry-After: 1\r\n\r\n") and b"Content-Length: 48\r\n" in head
+    assert e.render(err) == one.replace(b"Roost-Request-Id: r1\r\n", b"")
+    for i in range(e._AT_CAPACITY_MAX + 5):
+        e.at_capacity(f"app{i}")
+    assert len(e._AT_CAPACITY) <= e._AT_CAPACITY_MAX

@@ -69,6 +69,7 @@ class ProxyError(Exception):
         self.retry_safe = retry_safe
         self.close = close
         self.headers = headers  # extra response header fields (e.g. Retry-After)
+        self._rendered: dict[tuple[bool, bool], tuple[bytes, bytes]] = {}  # see render()
 
     def __repr__(self) -> str:
         return (
@@ -90,25 +91,32 @@ def render(
     still unread, the client asked to close, the edge is draining). ``head``: the answer
     to a HEAD request, so the body is left out (its Content-Length stays).
     """
-    body = err.message.encode("utf-8", "replace") + b"\n"
-    phrase = _PHRASES.get(err.status, b"Error")
-    lines = [
-        b"HTTP/1.1 %d %s\r\n" % (err.status, phrase),
-        b"Content-Type: text/plain; charset=utf-8\r\n",
-        b"Content-Length: %d\r\n" % len(body),
-    ]
-    if request_id is not None:
-        lines.append(b"Roost-Request-Id: " + request_id + b"\r\n")
-    if err.status == 405:
-        lines.append(b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n")
-    for name, value in err.headers:
-        lines.append(name + b": " + value + b"\r\n")
-    if err.close if close is None else close:
-        lines.append(b"Connection: close\r\n")
-    lines.append(b"\r\n")
-    if not head:
-        lines.append(body)
-    return b"".join(lines)
+    close = err.close if close is None else close
+    key = (close, head)
+    parts = err._rendered.get(key)
+    if parts is None:  # once per error object and shape: shared errors render once
+        body = err.message.encode("utf-8", "replace") + b"\n"
+        phrase = _PHRASES.get(err.status, b"Error")
+        first = (
+            b"HTTP/1.1 %d %s\r\n" % (err.status, phrase)
+            + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+        )
+        rest = (
+            [b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"]
+            if err.status == 405
+            else []
+        )
+        rest += [name + b": " + value + b"\r\n" for name, value in err.headers]
+        if close:
+            rest.append(b"Connection: close\r\n")
+        rest.append(b"\r\n")
+        if not head:
+            rest.append(body)
+        parts = err._rendered[key] = (first, b"".join(rest))
+    if request_id is None:
+        return parts[0] + parts[1]
+    return b"%sRoost-Request-Id: %s\r\n%s" % (parts[0], request_id, parts[1])
 
 
 _PHRASES = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
@@ -203,14 +211,27 @@ def no_instances(app: str) -> ProxyError:
 
 def at_capacity(app: str, reason: str = "at_capacity") -> ProxyError:
     """503: every instance of the app is at its hard limit (after the bounded wait, or at
-    once when the app's wait queue is full)."""
-    return ProxyError(
-        503,
-        reason,
-        f"app {_quote(app)} is at capacity, try again shortly",
-        origin="edge",
-        headers=((b"Retry-After", b"1"),),
-    )
+    once when the app's wait queue is full).
+
+    The answer a flooded app's excess requests get, thousands a second: one shared instance
+    per (app, reason) (bounded), never raised, so it carries no traceback to share."""
+    key = (app, reason)
+    err = _AT_CAPACITY.get(key)
+    if err is None:
+        if len(_AT_CAPACITY) >= _AT_CAPACITY_MAX:
+            _AT_CAPACITY.clear()
+        err = _AT_CAPACITY[key] = ProxyError(
+            503,
+            reason,
+            f"app {_quote(app)} is at capacity, try again shortly",
+            origin="edge",
+            headers=((b"Retry-After", b"1"),),
+        )
+    return err
+
+
+_AT_CAPACITY: dict[tuple[str, str], ProxyError] = {}
+_AT_CAPACITY_MAX = 1024
 
 
 def unknown_instance(app: str, instance_id: str) -> ProxyError:
