@@ -8,7 +8,7 @@ import pytest
 
 from roost.proxy import backhaul, errors
 from roost.proxy.edge_context import _prepare_h2
-from roost.proxy.exchange import _refusal_reason
+from roost.proxy.exchange_response import _refusal_reason
 from roost.proxy.forward import _h1_head
 from roost.proxy.h2backhaul import request_block
 

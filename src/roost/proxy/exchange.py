@@ -12,7 +12,8 @@ and forwards to the instance. This class does the rest:
   pauses beyond ``request_buffer_bytes``); for a request that may be retried, a copy of
   what was sent is kept up to ``retry_buffer_bytes`` so a refused attempt can be replayed
   elsewhere -- beyond that the request is no longer retryable (:meth:`_rewind`);
-- **response** events streamed down to the codec (:class:`Downstream`), backpressure both
+- **response** events streamed down to the codec (:class:`Downstream`; the
+  :class:`~roost.proxy.exchange_response.ResponseRelay` half), backpressure both
   ways; a ``101`` switches both connections to a byte tunnel (:mod:`roost.proxy.tunnel`);
 - **deadlines** as plain numbers checked by the codec's tick (no timer per request);
 - **metrics**: one ``request_finished`` per request (``protocol``: the client's, set by
@@ -30,11 +31,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
-from roost.proxy import backhaul, errors
-from roost.proxy.headers import HOP_BY_HOP, Headers, RequestInfo, ResponseInfo, prepare_response
+from roost.proxy import errors
+from roost.proxy.exchange_response import NEVER, PAUSE_UPSTREAM, ResponseRelay
+from roost.proxy.headers import Headers, RequestInfo, ResponseInfo
 from roost.proxy.metrics import Role
 from roost.proxy.routes import Backend
-from roost.proxy.tunnel import upgrade_head
 from roost.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -42,9 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NEVER", "PAUSE_BUFFER", "PAUSE_UPSTREAM", "Downstream", "Exchange"]
 
-PAUSE_UPSTREAM = 1  # the upstream connection's write buffer is full
 PAUSE_BUFFER = 2  # the body held while no connection is bound is full
-NEVER = float("inf")
 
 
 class Downstream(Protocol):
@@ -68,7 +67,7 @@ class Downstream(Protocol):
     def resume_reading(self, reason: int) -> None: ...
 
 
-class Exchange:
+class Exchange(ResponseRelay):
     """One request and its response; see the module docstring."""
 
     role: Role = "edge"
@@ -381,107 +380,7 @@ class Exchange:
         if self.app:
             ctx.metrics.inflight(role=self.role, app=self.app, delta=-1)
 
-    # -- UpstreamSink: reports from the bound connection --------------------------------
-
-    def upstream_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        self._down.send_interim(status, reason, headers)
-
-    def upstream_head(self, status: int, reason: bytes, headers: Headers) -> ResponseInfo:
-        out, info = prepare_response(headers, self._response_id())
-        if info.bad_framing is None:
-            if info.refused is not None and self._trusts_refusal():
-                self._refused = info.refused  # swallowed: its body is ignored
-                return info
-            self._deadline = NEVER
-            self.response_started = True
-            self.status = status
-            self._t_head = self._ctx.loop.time()
-            if self._waited_since:
-                self._served_after_wait()
-            self._down.send_head(self, status, reason, out, info)
-        return info
-
-    def _served_after_wait(self) -> None:
-        """The response head came after the request waited for capacity (edge)."""
-
-    def upstream_body(self, data: bytes) -> None:
-        if self.response_started:
-            if not self._t_resp:
-                self._t_resp = self._ctx.loop.time()
-            self.bytes_out += len(data)
-            self._down.send_body(data)
-
-    def upstream_end(self, trailers: Headers) -> None:
-        self._conn = None
-        self._end_attempt()
-        if self.finished:
-            return
-        if not self.response_started:  # a swallowed refusal, complete
-            self._retry_or_fail(self._refusal_error())
-            self._down.flush()
-            return
-        self._finish(self.status)
-        if trailers:
-            trailers = [(n, v) for n, v in trailers if _forwardable(n)]
-        self._down.send_end(self, trailers)
-
-    def upstream_failed(self, err: errors.ProxyError) -> None:
-        self._conn = None
-        if err.retry_safe and err.reason.startswith("refused_") and self._trusts_refusal():
-            self._refused = _refusal_reason(err)  # REFUSED_STREAM: same as Roost-Refused
-        self._end_attempt()
-        if self.finished:
-            return
-        if self.response_started:
-            self._finish(self.status)
-            self._down.abort_response(self)
-            return
-        if err.retry_safe or self._refused is not None:
-            self._retry_or_fail(self._refusal_error() if self._refused is not None else err)
-        else:
-            self._fail(err)
-
-    def upstream_upgraded(
-        self, conn: UpstreamConnection, status: int, reason: bytes, headers: Headers, rest: bytes
-    ) -> None:
-        """The instance answered 101: the two connections become a tunnel."""
-        self._conn = None
-        self._deadline = NEVER
-        self.response_started = True
-        self.status = status
-        self._t_head = self._ctx.loop.time()
-        head = upgrade_head(status, reason, headers, self._response_id())
-        self._down.send_upgrade(self, head, conn, rest)
-
-    def tunnel_closed(self) -> None:
-        """The tunnel this request became has closed: the request is over."""
-        if not self.finished:
-            self._end_attempt()
-            self._finish(self.status)
-
-    def upstream_flush(self) -> None:
-        self._down.flush()
-
-    def upstream_write_paused(self) -> None:
-        self._down.pause_reading(PAUSE_UPSTREAM)
-
-    def upstream_write_resumed(self) -> None:
-        self._down.resume_reading(PAUSE_UPSTREAM)
-
-    def _refusal_error(self) -> errors.ProxyError:
-        return errors.upstream_bad_response("?", "response swallowed")
-
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop (for the codec)."""
         return self._ctx.loop
-
-
-def _refusal_reason(err: errors.ProxyError) -> bytes:
-    """The ``Roost-Refused`` reason a refusal error carries."""
-    return next((v for n, v in err.headers if n == backhaul.REFUSED), backhaul.FULL)
-
-
-def _forwardable(name: bytes) -> bool:
-    lname = name.lower()
-    return lname not in HOP_BY_HOP and not lname.startswith(b"roost-")
