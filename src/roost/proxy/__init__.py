@@ -24,12 +24,12 @@ Data flow of one request::
 Pure modules (no I/O, clock or randomness of their own): ``routes``, ``balance``,
 ``headers``, ``errors``, ``backhaul``, ``admission``, ``waitqueue``, ``workgate`` (per-app
 caps on edge work per loop turn). I/O modules: ``http1`` (client side, both roles; with
-``http1_writer`` and ``http1_deadlines``), ``upstream`` and ``upstream_pool`` (pooled
-upstream connections), ``exchange`` and ``exchange_response`` (one request across both, shared), ``edge_context``
-(what an edge's exchanges share; makes them), ``forward`` (edge policy), ``host`` (host
-proxy policy), ``tunnel`` (upgrades), ``server`` (listener lifecycle), ``edge``. HTTP/2:
-``http2``, ``h2stream``, ``h2fields``, ``h2wire``, ``h2conn``, ``h2backhaul``,
-``h2limits``, ``flowcontrol``.
+``http1_reader``, ``http1_writer`` and ``http1_deadlines``), ``upstream`` and
+``upstream_pool`` (pooled upstream connections), ``exchange`` and ``exchange_response`` (one
+request across both, shared), ``edge_context`` (what an edge's exchanges share; makes them),
+``forward`` (edge policy), ``host`` (host proxy policy), ``tunnel`` (upgrades), ``server``
+(listener lifecycle), ``edge``. HTTP/2: ``http2``, ``h2stream``, ``h2fields``, ``h2wire``,
+``h2conn``, ``h2backhaul``, ``h2limits``, ``flowcontrol``.
 
 Public API for the code that runs a node (``node/run.py``)::
 

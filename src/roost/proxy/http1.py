@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -54,6 +54,7 @@ from roost.proxy.headers import (
     forwarding_tail,
 )
 from roost.proxy.http1_deadlines import NEVER, Deadlines
+from roost.proxy.http1_reader import PAUSE_PIPELINE, RequestReader
 from roost.proxy.http1_writer import ResponseWriter
 from roost.proxy.tunnel import CLIENT, Tunnel
 
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection"]
 
-PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
 PAUSE_UPGRADE = 8  # an upgrade request waits for its answer (101 or not)
 PAUSE_GATE = 16  # the work gate holds this connection's input (its app is at capacity)
 _LINGER = 2.0  # seconds to read-and-discard after an error response before closing
@@ -73,17 +73,14 @@ _HEAD_SLACK = 256 * 1024  # one socket read: head bytes counted roughly may incl
 _CLOSED_PARSER = httptools.HttpRequestParser(object())
 
 
-class _Reject(Exception):
-    """Raised from a parser callback; the ProxyError to answer is in ``_reject``."""
-
-
 Intercept = Callable[[bytes, bytes, Headers], errors.ProxyError | None]
 """``(method, target, headers) -> answer or None``: a request the edge answers itself before
 routing (ACME HTTP-01 tokens, ``force_https`` redirects); the connection closes after it."""
 
 
-class ClientConnection(ResponseWriter, Deadlines, asyncio.Protocol):
-    """One client TCP connection speaking HTTP/1.0 or HTTP/1.1 (writing responses:
+class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protocol):
+    """One client TCP connection speaking HTTP/1.0 or HTTP/1.1 (reading requests:
+    :class:`~roost.proxy.http1_reader.RequestReader`; writing responses:
     :class:`~roost.proxy.http1_writer.ResponseWriter`; timeouts:
     :class:`~roost.proxy.http1_deadlines.Deadlines`)."""
 
@@ -246,115 +243,6 @@ class ClientConnection(ResponseWriter, Deadlines, asyncio.Protocol):
             self._tunnel.resume(CLIENT)
         elif self._active is not None:
             self._active.client_write_resumed()
-
-    # -- httptools callbacks ----------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._stop_parsing:
-            raise _Reject  # input after a request that ended the connection: ignored
-        self._in_head = True
-        self._url = b""
-        self._headers = []
-        self._trailer_bytes = 0
-        self._discarded = 0
-        self._head_fed = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self._limits.max_uri_bytes:
-            self._fail_parse(errors.uri_too_long(self._limits.max_uri_bytes))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:
-            self._headers.append((name, value))  # sizes checked at the end of the head
-        else:  # a chunked request's trailer field: counted, not forwarded
-            self._trailer_bytes += len(name) + len(value)
-            if self._trailer_bytes > self._limits.max_header_bytes:
-                self._fail_parse(errors.header_too_large(self._limits.max_header_bytes))
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._deadline = NEVER
-        self._deadline_is_head = False
-        headers, limits = self._headers, self._limits
-        if len(headers) > limits.max_headers or (
-            # exact size only when this head may be big: bytes fed so far bound it
-            self._head_fed + self._feed_len > limits.max_header_bytes
-            and sum([len(n) + len(v) + 4 for n, v in headers]) + len(self._url)
-            > limits.max_header_bytes
-        ):
-            self._fail_parse(errors.header_too_large(limits.max_header_bytes))
-        parser = self.parser
-        method = parser.get_method()
-        if self._intercept is not None:
-            answer = self._intercept(method, self._url, headers)
-            if answer is not None:
-                self._fail_parse(answer)
-        rid = self._ctx.request_ids.next()
-        version = parser.get_http_version()
-        try:
-            ex = self._ctx.new_exchange(
-                self,
-                method,
-                version,
-                self._url,
-                headers,
-                self._fwd_tail,
-                self._client_ip,
-                rid,
-                parser.should_upgrade(),
-            )
-        except errors.ProxyError as err:
-            self._fail_parse(err)
-        keep_alive = parser.should_keep_alive()
-        http10 = version == "1.0"
-        self._parsing = ex
-        if ex.info.upgrade is not None:
-            self._upgrading = ex
-        self._parsing_keep_alive = keep_alive
-        if self._active is None and not self._queue:
-            if self._gate_pass:
-                self._gate_pass = False
-            elif self._held_by_gate(ex):
-                self._queue.append((ex, keep_alive, http10))  # gate_release() starts it
-                return
-            self._activate(ex, keep_alive, http10, flush=False)
-        else:
-            self._queue.append((ex, keep_alive, http10))
-            self.pause_reading(PAUSE_PIPELINE)
-
-    def on_body(self, body: bytes) -> None:
-        ex = self._parsing
-        if ex is None:
-            return
-        self._rate_bytes += len(body)
-        if not ex.finished:
-            ex.request_body(body)
-            return
-        # answered already (before its body was read): discard the rest, within reason
-        self._discarded += len(body)
-        if self._discarded > self._limits.request_buffer_bytes and not self._closing:
-            self._close(linger=True)
-
-    def on_message_complete(self) -> None:
-        ex, self._parsing = self._parsing, None
-        if ex is not None:
-            ex.request_end()
-        if not self._parsing_keep_alive:
-            self._stop_parsing = True
-
-    def _held_by_gate(self, ex: Exchange) -> bool:
-        """Whether the work gate holds this request back (its app is at capacity and has
-        had its share of this loop turn); reading pauses until its turn."""
-        gate = self._ctx.gate
-        if gate is None:
-            return False
-        app = self._ctx.congested_app(ex.host)
-        return app is not None and not gate.admit(app, self)
-
-    def _fail_parse(self, err: errors.ProxyError) -> NoReturn:
-        self._reject = err
-        raise _Reject(err.reason)
 
     # -- connection lifecycle -----------------------------------------------------------
 
