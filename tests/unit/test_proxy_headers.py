@@ -7,13 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.proxy.errors import ProxyError
+from roost.proxy.forwarding import Forwarding, RequestIds
 from roost.proxy.headers import (
     BODY_CHUNKED,
     BODY_NONE,
     BODY_RAW,
     HOP_BY_HOP,
-    Forwarding,
-    RequestIds,
     ResponseInfo,
     encode_head,
     frame_response,
@@ -317,7 +316,7 @@ def test_frame_response(
 
 
 def test_forwarding_tail_is_shared_and_bounded() -> None:
-    from roost.proxy import headers
+    from roost.proxy import forwarding as headers
 
     a = headers.forwarding_tail(b"10.0.0.1", b"http", b"80", b"ams")
     assert a == headers.Forwarding(b"10.0.0.1", b"http", b"80", b"ams").tail()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from roost.proxy.edge import ConnectionRegistry
 from roost.proxy.edge_context import EdgeContext, Limits
-from roost.proxy.headers import RequestIds
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder, RouteTable

@@ -9,7 +9,7 @@ import random
 
 from roost.proxy.edge import ConnectionRegistry
 from roost.proxy.edge_context import EdgeContext, Limits
-from roost.proxy.headers import RequestIds
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.routes import Backend, RouteHolder, RouteTable
 from roost.proxy.upstream import UpstreamConnection

@@ -13,7 +13,7 @@ import h2.events
 
 from roost.proxy.edge import ConnectionRegistry
 from roost.proxy.edge_context import EdgeContext, Limits
-from roost.proxy.headers import RequestIds
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.routes import Backend, RouteHolder, RouteTable
 from roost.proxy.upstream import UpstreamConnection

@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from roost.proxy.headers import Headers, RequestIds
+from roost.proxy.forwarding import RequestIds
+from roost.proxy.headers import Headers
 from roost.proxy.metrics import Metrics, NullMetrics
 from roost.proxy.upstream_pool import UpstreamPool
 

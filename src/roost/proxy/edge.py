@@ -34,8 +34,8 @@ from typing import Any
 
 from roost.proxy.admission import Admission
 from roost.proxy.edge_context import EdgeContext, Limits
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.h2conn import H2Options
-from roost.proxy.headers import RequestIds
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.metrics import Metrics, NullMetrics

@@ -18,9 +18,10 @@ from roost.proxy import errors
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import Downstream, Exchange
 from roost.proxy.forward import EdgeExchange
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.h2backhaul import H2BackhaulPool, request_block
 from roost.proxy.h2conn import H2Options
-from roost.proxy.headers import Headers, RequestIds, RequestInfo, prepare_head, prepare_request
+from roost.proxy.headers import Headers, RequestInfo, prepare_head, prepare_request
 from roost.proxy.metrics import Metrics
 from roost.proxy.routes import RouteHolder
 from roost.proxy.upstream_pool import UpstreamPool

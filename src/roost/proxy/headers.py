@@ -13,7 +13,8 @@ order). One pass over a request's headers both *checks* what the edge must under
   first: it is a routing request to the edge, never forwarded);
 - ``X-Forwarded-For`` gets the client address appended to the chain the client sent (the
   chain is kept, never trusted); ``X-Forwarded-Proto``/``-Port``, ``Via``,
-  ``Roost-Client-IP``, ``Roost-Region`` and ``Roost-Request-Id`` are set by the edge.
+  ``Roost-Client-IP``, ``Roost-Region`` and ``Roost-Request-Id`` are set by the edge
+  (the per-connection ones come from :mod:`roost.proxy.forwarding`).
 
 Responses lose their hop-by-hop and ``roost-*`` headers and gain ``Via`` and
 ``Roost-Request-Id``; the HTTP/1 codec adds framing and ``Connection`` itself.
@@ -21,7 +22,6 @@ Responses lose their hop-by-hop and ``roost-*`` headers and gain ``Via`` and
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import httptools
@@ -30,12 +30,9 @@ from roost.proxy import errors
 
 __all__ = [
     "HOP_BY_HOP",
-    "Forwarding",
-    "RequestIds",
     "RequestInfo",
     "ResponseInfo",
     "encode_head",
-    "forwarding_tail",
     "frame_response",
     "prepare_head",
     "prepare_request",
@@ -80,59 +77,6 @@ _REQUEST_SPECIAL = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-port",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Forwarding:
-    """Per-connection facts the edge stamps on every request (all as header bytes)."""
-
-    client_ip: bytes
-    proto: bytes
-    port: bytes
-    region: bytes
-
-    def tail(self) -> tuple[tuple[bytes, bytes], ...]:
-        """The constant headers appended to every request from this connection."""
-        return (
-            (b"X-Forwarded-Proto", self.proto),
-            (b"X-Forwarded-Port", self.port),
-            (b"Via", VIA),
-            (b"Roost-Client-IP", self.client_ip),
-            (b"Roost-Region", self.region),
-        )
-
-
-_TAILS: dict[tuple[bytes, bytes, bytes, bytes], tuple[tuple[bytes, bytes], ...]] = {}
-_TAILS_MAX = 4096
-
-
-def forwarding_tail(
-    client_ip: bytes, proto: bytes, port: bytes, region: bytes
-) -> tuple[tuple[bytes, bytes], ...]:
-    """:meth:`Forwarding.tail` for a new connection, shared between connections with the same
-    facts (a client reconnecting; a flood of new connections): no new tuples per connection.
-    Bounded: emptied when it reaches its cap."""
-    key = (client_ip, proto, port, region)
-    tail = _TAILS.get(key)
-    if tail is None:
-        if len(_TAILS) >= _TAILS_MAX:
-            _TAILS.clear()
-        tail = _TAILS[key] = Forwarding(client_ip, proto, port, region).tail()
-    return tail
-
-
-class RequestIds:
-    """Short unique request ids: a random per-process prefix (passed in) + a counter."""
-
-    __slots__ = ("_counter", "_prefix")
-
-    def __init__(self, prefix: bytes) -> None:
-        self._prefix = prefix
-        self._counter = itertools.count(1)
-
-    def next(self) -> bytes:
-        """The next id, e.g. ``b"9f2c41d0000003e8"``."""
-        return b"%s%08x" % (self._prefix, next(self._counter) & 0xFFFFFFFF)
 
 
 @dataclass(slots=True)

@@ -43,9 +43,10 @@ from roost.proxy import backhaul, errors
 from roost.proxy.admission import Admission, HostTarget, TableHolder
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import Downstream, Exchange
+from roost.proxy.forwarding import RequestIds
 from roost.proxy.h2conn import H2Options
 from roost.proxy.h2limits import H2Limits, Rate
-from roost.proxy.headers import Headers, RequestIds, RequestInfo
+from roost.proxy.headers import Headers, RequestInfo
 from roost.proxy.metrics import Metrics, NullMetrics
 from roost.proxy.server import ConnectionRegistry, ProxyServer
 from roost.proxy.upstream_pool import UpstreamPool

@@ -48,10 +48,10 @@ import httptools
 
 from roost.proxy import errors
 from roost.proxy.exchange import Exchange
+from roost.proxy.forwarding import forwarding_tail
 from roost.proxy.headers import (
     BODY_NONE,
     Headers,
-    forwarding_tail,
 )
 from roost.proxy.http1_deadlines import NEVER, Deadlines
 from roost.proxy.http1_reader import PAUSE_PIPELINE, RequestReader

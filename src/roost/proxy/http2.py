@@ -42,10 +42,11 @@ from hyperframe.frame import GoAwayFrame, PingFrame
 
 from roost.proxy import errors
 from roost.proxy import h2limits as lim
+from roost.proxy.forwarding import forwarding_tail
 from roost.proxy.h2conn import H2Base, H2Options, StreamOut
 from roost.proxy.h2fields import plainly_valid, to_http1
 from roost.proxy.h2stream import ClientStream
-from roost.proxy.headers import Headers, forwarding_tail
+from roost.proxy.headers import Headers
 
 if TYPE_CHECKING:
     from roost.proxy.context import RelayContext
