@@ -15,13 +15,24 @@ of the edge's CPU. What is here keeps h2's state exact and skips the rest:
 - :func:`send_headers` / :func:`send_data` for a stream h2 already knows (a server's
   response): the same state-machine inputs (connection, then stream), flow-control windows
   and bytes as ``H2Connection.send_headers`` / ``send_data``, the frames written directly.
-  Anything else (a new stream, an informational or client-side block) goes through h2.
+  Anything else (an informational or client-side block) goes through h2.
+- :func:`open_stream`, a client's request HEADERS on a new stream (the backhaul's): h2's
+  stream-limit check (which also prunes closed streams), connection and stream inputs, new
+  ``H2Stream``, ``_authority`` / ``request_method``, the frames written directly.
 - A received GOAWAY does not close h2's connection state machine (see
   :mod:`roost.proxy.h2conn`, "ends"), and a received frame is not ``repr``-ed for h2's trace
   log unless h2 was given a real logger (its default, a ``DummyLogger``, drops the text).
+- Received DATA (unpadded) and complete HEADERS (unpadded, no priority) frames are parsed by
+  :class:`_FrameBuffer` into light frames (``stream_id``, ``data``, ``flags``,
+  ``flow_controlled_length``: what h2's handlers read) instead of hyperframe's objects; the
+  same checks (frame size, a header block in progress) and the same handlers run on them.
+  Every other frame is hyperframe's. (Not with a real logger, whose trace ``repr``-s them.)
+- Open streams are counted (for every stream opened, either side: h2 checks the limit, and
+  moves closed streams to ``_closed_streams``) reading each stream's state once.
 
-All rely on attributes h2 4.x keeps (``streams``, ``state_machine``, ``_data_to_send``);
-the h2 tests (``tests/unit/test_h2wire.py``) decode the output with a second h2 connection.
+All rely on attributes h2 4.x keeps (``streams``, ``state_machine``, ``_data_to_send``,
+the frame buffer's ``_data``); the tests (``tests/unit/test_h2wire*.py``) compare bytes,
+events, errors and state with h2's own paths and decode the output with a second h2.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import h2.connection
 import h2.exceptions
 import h2.stream
 from h2.errors import ErrorCodes
+from h2.frame_buffer import FrameBuffer
 from hpack import HeaderTuple
 from hpack.hpack import INDEX_NEVER, Decoder, Encoder, encode_integer
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
@@ -46,6 +58,7 @@ __all__ = [
     "CachingEncoder",
     "huffman_encode",
     "new_connection",
+    "open_stream",
     "send_data",
     "send_headers",
 ]
@@ -63,6 +76,16 @@ _ALL_INDEXED = re.compile(rb"[\x80-\xfe]*").fullmatch  # one byte per field, eac
 _RECV_GOAWAY = h2.connection.ConnectionInputs.RECV_GOAWAY
 _CLOSED = h2.connection.ConnectionState.CLOSED
 _process_input = h2.connection.H2ConnectionStateMachine.process_input
+_CLIENT_IDS = h2.connection.AllowedStreamIDs.ODD
+_STREAM_OPEN = h2.stream.STREAM_OPEN  # state -> counts against the concurrency limit
+_STREAM_CLOSED = h2.stream.StreamState.CLOSED
+_PADDED, _PRIORITY = 0x8, 0x20
+_FLAGS = {
+    (_DATA, 0): frozenset(),
+    (_DATA, _END_STREAM): frozenset(["END_STREAM"]),
+    (_HEADERS, 0): frozenset(["END_HEADERS"]),
+    (_HEADERS, _END_STREAM): frozenset(["END_HEADERS", "END_STREAM"]),
+}
 _CODES = tuple(zip(REQUEST_CODES, REQUEST_CODES_LENGTH, strict=True))
 
 
@@ -221,6 +244,59 @@ class CachingDecoder(Decoder):
         return headers
 
 
+class _Light:
+    """A received DATA or HEADERS frame as h2's handlers read it (module docstring)."""
+
+    __slots__ = ("data", "flags", "flow_controlled_length", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, flags: frozenset[str]) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.flags = flags
+        self.flow_controlled_length = len(data)  # (unpadded)
+
+
+class _LightData(_Light):
+    __slots__ = ()
+
+
+class _LightHeaders(_Light):
+    __slots__ = ()
+
+
+class _FrameBuffer(FrameBuffer):
+    """h2's frame buffer, yielding :class:`_Light` frames for plain DATA and HEADERS."""
+
+    def __next__(self) -> Any:
+        data = self._data
+        if len(data) >= 9 and not self._headers_buffer:
+            hi, lo, ftype, flags, sid = _FRAME.unpack_from(data)
+            length = hi << 8 | lo
+            sid &= 0x7FFFFFFF
+            if (
+                sid
+                and len(data) >= length + 9
+                and (
+                    (ftype == _DATA and not flags & _PADDED)
+                    or (
+                        ftype == _HEADERS
+                        and flags & _END_HEADERS
+                        and not flags & (_PADDED | _PRIORITY)
+                    )
+                )
+            ):
+                self._validate_frame_length(length)
+                body = bytes(data[9 : 9 + length])
+                del data[: 9 + length]
+                kind = _LightData if ftype == _DATA else _LightHeaders
+                return kind(sid, body, _FLAGS[ftype, flags & _END_STREAM])
+        return super().__next__()
+
+
+# the attributes _FrameBuffer reads (h2 4.4's; another layout keeps h2's own buffer)
+_BUFFER_LAYOUT = {"_data", "_headers_buffer"} <= vars(FrameBuffer()).keys()
+
+
 class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
     """h2's connection state machine, except that a received GOAWAY does not close it."""
 
@@ -231,7 +307,24 @@ class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
 
 
 class _Connection(h2.connection.H2Connection):
-    """h2's connection, receiving frames without formatting them for a dropped log line."""
+    """h2's connection, receiving frames without formatting them for a dropped log line,
+    counting open streams without two property calls per stream."""
+
+    def _open_streams(self, remainder: int) -> int:
+        # h2 4.x's _open_streams (called for every stream opened, either way): open streams
+        # of the parity counted, closed ones moved to _closed_streams
+        count = 0
+        closed = []
+        for sid, stream in self.streams.items():
+            state = stream.state_machine.state
+            if _STREAM_OPEN[state]:
+                if sid % 2 == remainder:
+                    count += 1
+            elif state == _STREAM_CLOSED:
+                closed.append(sid)
+        for sid in closed:
+            self._closed_streams[sid] = self.streams.pop(sid).closed_by
+        return count
 
     def _receive_frame(self, frame: Frame) -> list[Any]:
         if type(self.config.logger) is not h2.config.DummyLogger:
@@ -266,6 +359,11 @@ def new_connection(config: h2.config.H2Configuration) -> h2.connection.H2Connect
     """An h2 connection with the state machine and HPACK codecs described above."""
     conn = _Connection(config)
     conn.state_machine = _OpenAfterGoaway()
+    if type(config.logger) is h2.config.DummyLogger and _BUFFER_LAYOUT:
+        conn.incoming_buffer = _FrameBuffer(server=not config.client_side)
+        table = conn._frame_dispatch_table
+        table[_LightData] = conn._receive_data_frame
+        table[_LightHeaders] = conn._receive_headers_frame
     conn.encoder = CachingEncoder()
     old = conn.decoder
     conn.decoder = CachingDecoder(old.max_header_list_size)
@@ -295,20 +393,63 @@ def send_headers(
     conn.state_machine.process_input(_CONN_SEND_HEADERS)
     stream.state_machine.process_input(_SEND_HEADERS)
     block = conn.encoder.encode(headers)
-    size = conn.max_outbound_frame_size
-    flags = _END_STREAM if end_stream else 0
-    if len(block) <= size:
-        out = _header(len(block), _HEADERS, flags | _END_HEADERS, sid) + block
-    else:
-        parts = [block[i : i + size] for i in range(0, len(block), size)]
-        frames = [_header(len(parts[0]), _HEADERS, flags, sid), parts[0]]
-        for i, part in enumerate(parts[1:], 2):
-            last = _END_HEADERS if i == len(parts) else 0
-            frames += (_header(len(part), _CONTINUATION, last, sid), part)
-        out = b"".join(frames)
+    out = _frames(block, _END_STREAM if end_stream else 0, sid, conn.max_outbound_frame_size)
     if end_stream:
         stream.state_machine.process_input(_SEND_END_STREAM)
     stream.request_method = None  # as h2 sets it from a response block
+    conn._data_to_send += out
+
+
+def _frames(block: bytes, flags: int, sid: int, size: int) -> bytes:
+    """HEADERS (``flags`` on it) and CONTINUATIONs carrying ``block``, as h2 splits it."""
+    if len(block) <= size:
+        return _header(len(block), _HEADERS, flags | _END_HEADERS, sid) + block
+    parts = [block[i : i + size] for i in range(0, len(block), size)]
+    frames = [_header(len(parts[0]), _HEADERS, flags, sid), parts[0]]
+    for i, part in enumerate(parts[1:], 2):
+        last = _END_HEADERS if i == len(parts) else 0
+        frames += (_header(len(part), _CONTINUATION, last, sid), part)
+    return b"".join(frames)
+
+
+def open_stream(
+    conn: h2.connection.H2Connection, sid: int, headers: list[Any], end_stream: bool
+) -> None:
+    """``conn.send_headers(sid, headers, end_stream=end_stream)``, faster for a request
+    opening stream ``sid`` on a client connection that neither normalizes nor validates
+    outbound headers, fields given as bytes (see the module docstring)."""
+    config = conn.config
+    authority = method = None
+    for header in headers:  # (h2 takes these from the block it re-encoded as bytes)
+        if len(header) != 2 or type(header[0]) is not bytes or type(header[1]) is not bytes:
+            return conn.send_headers(sid, headers, end_stream=end_stream)
+        name, value = header
+        if name == b":authority" and authority is None:
+            authority = value
+        elif name == b":method" and method is None:
+            method = value
+    if (
+        not config.client_side
+        or config.normalize_outbound_headers  # h2 would rewrite or check the block
+        or config.validate_outbound_headers
+        or sid in conn.streams  # trailers
+        or not headers
+    ):
+        return conn.send_headers(sid, headers, end_stream=end_stream)
+    limit = conn.remote_settings.max_concurrent_streams
+    open_now = conn.open_outbound_streams  # (prunes closed streams, as in h2)
+    if open_now + 1 > limit:
+        msg = f"Max outbound streams is {limit}, {open_now} open"
+        raise h2.exceptions.TooManyStreamsError(msg)
+    conn.state_machine.process_input(_CONN_SEND_HEADERS)
+    stream = conn._begin_new_stream(sid, _CLIENT_IDS)  # raises for a too-low or even id
+    stream.state_machine.process_input(_SEND_HEADERS)
+    block = conn.encoder.encode(headers)
+    out = _frames(block, _END_STREAM if end_stream else 0, sid, stream.max_outbound_frame_size)
+    if end_stream:
+        stream.state_machine.process_input(_SEND_END_STREAM)
+    stream._authority = authority
+    stream.request_method = method
     conn._data_to_send += out
 
 

@@ -1,0 +1,186 @@
+"""The edge's CPU per request on its HTTP/2 backhaul, in process: no sockets, no host proxy.
+
+    .venv/bin/python bench/h2_backhaul_cost.py [--streams 10] [--rounds 15] [--batches 200]
+
+An :class:`~roost.proxy.h2backhaul.H2BackhaulPool` gets one
+:class:`~roost.proxy.h2backhaul.BackhaulConnection` on a fake transport, answered by a plain
+h2 server connection driven here (standing in for the host proxy). A batch: ``--streams``
+requests, each ``pool.take`` -> ``send_request`` (the header block an h2 client's GET
+becomes at the edge, a new request id every time) -> ``flush``, the loop's turn ends (the
+connection writes); then the server's responses (nginx's ``return 200 "ok"`` after the host
+proxy: ``:status``, four fields, two bytes of body) arrive in one read and each stream's sink
+gets its head, body and end, and the loop's turn ends again (WINDOW_UPDATEs go out). Only the
+edge's side is timed: the server's work happens outside the clock.
+
+Prints the best and median round's µs of CPU (the process's) per request (a round:
+``--batches`` batches). Use with py-spy to see where the time goes::
+
+    .venv/bin/py-spy record -r 500 -f raw --function -o out.txt -- \\
+        .venv/bin/python bench/h2_backhaul_cost.py --rounds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import h2.config
+import h2.events as ev
+import uvloop
+
+from roost.proxy import h2wire
+from roost.proxy.h2backhaul import BackhaulConnection, H2BackhaulPool, request_block
+from roost.proxy.headers import ResponseInfo, prepare_request
+from roost.proxy.routes import Backend
+from roost.proxy.upstream import pool_key
+
+AUTHORITY = b"fast.localhost"
+RESPONSE = [
+    (b":status", b"200"),
+    (b"server", b"nginx/1.22.1"),
+    (b"date", b"Fri, 27 Nov 2026 05:00:00 GMT"),
+    (b"content-type", b"text/plain"),
+    (b"content-length", b"2"),
+]
+INFO = ResponseInfo(content_length=2)
+
+
+class _Transport:
+    """The backhaul connection's transport: output collected for the server outside the clock."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _Sink:
+    """An exchange, as far as the backhaul stream sees it: counts finished responses."""
+
+    replayable = True
+    done = 0
+
+    def upstream_interim(self, status: int, reason: bytes, headers: Any) -> None: ...
+
+    def upstream_head(self, status: int, reason: bytes, headers: Any) -> ResponseInfo:
+        return INFO
+
+    def upstream_body(self, data: bytes) -> None: ...
+
+    def upstream_end(self, trailers: Any) -> None:
+        _Sink.done += 1
+
+    def upstream_failed(self, err: Any) -> None:
+        raise SystemExit(f"request failed: {err}")
+
+    def upstream_flush(self) -> None: ...
+    def upstream_write_paused(self) -> None: ...
+    def upstream_write_resumed(self) -> None: ...
+
+
+async def run(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    backend = Backend(instance_id="bench-backend", host="127.0.0.1", port=9)
+    pool = H2BackhaulPool(loop)
+    conn = BackhaulConnection(pool, pool_key(backend))
+    pool._conns[conn.key] = [conn]
+    side = _Transport()
+    conn.connection_made(side)
+
+    server = h2wire.new_connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    server.initiate_connection()
+    fields, _ = prepare_request(
+        [(b"host", AUTHORITY), (b"user-agent", b"h2load nghttp2/1.52.0")],
+        (),
+        b"127.0.0.1",
+        b"0000000000000000",
+    )
+    ids = itertools.count()
+
+    def server_reads() -> bytes:
+        data, side.out[:] = b"".join(side.out), []
+        for event in server.receive_data(data):
+            if isinstance(event, ev.RequestReceived):
+                h2wire.send_headers(server, event.stream_id, RESPONSE, False)
+                h2wire.send_data(server, event.stream_id, b"ok", True)
+            elif isinstance(event, ev.DataReceived):  # (none: GETs)
+                server.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        return server.data_to_send()
+
+    async def batch() -> float:
+        blocks = []
+        for _ in range(args.streams):
+            rid = b"%016x" % next(ids)
+            blocks.append(request_block(b"GET", b"/", [*fields[:-1], (fields[-1][0], rid)]))
+        t0 = time.process_time()
+        for block in blocks:
+            stream = pool.take(backend)
+            assert stream is not None
+            stream.send_request(_Sink(), block, chunked=False, has_body=False, head_req=False)
+            stream.flush()
+        await asyncio.sleep(0)  # the end of the loop's turn: the connection writes
+        elapsed = time.process_time() - t0
+        reply = server_reads()
+        t0 = time.process_time()
+        conn.data_received(reply)
+        await asyncio.sleep(0)
+        elapsed += time.process_time() - t0
+        server_reads()  # WINDOW_UPDATEs
+        return elapsed
+
+    await asyncio.sleep(0)
+    conn.data_received(server_reads())  # SETTINGS exchange
+    await asyncio.sleep(0)
+    server_reads()
+    for _ in range(20):  # warm up (caches)
+        await batch()
+    rounds = []
+    for _ in range(args.rounds):
+        before, elapsed = _Sink.done, 0.0
+        for _ in range(args.batches):
+            elapsed += await batch()
+        if _Sink.done - before != args.batches * args.streams:
+            raise SystemExit(f"only {_Sink.done - before} of {args.batches * args.streams}")
+        rounds.append(elapsed / (args.batches * args.streams) * 1e6)
+        if args.verbose:
+            print(f"  round {len(rounds)}: {rounds[-1]:.1f} µs/request")
+    print(
+        f"h2 backhaul client path, {args.streams} streams/batch, {args.rounds} rounds x "
+        f"{args.batches} batches: best {min(rounds):.1f} µs/request, "
+        f"median {statistics.median(rounds):.1f} µs/request"
+    )
+    pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=10, help="concurrent streams per batch")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--batches", type=int, default=200, help="batches per round")
+    parser.add_argument("--verbose", action="store_true", help="print every round")
+    uvloop.run(run(parser.parse_args()))
