@@ -29,7 +29,8 @@ caps on edge work per loop turn). I/O modules: ``http1`` (client side, both role
 request across both, shared), ``edge_context`` (what an edge's exchanges share; makes them),
 ``forward`` (edge policy), ``host`` (host proxy policy), ``tunnel`` (upgrades), ``server``
 (listener lifecycle), ``edge``. HTTP/2: ``http2``, ``h2stream``, ``h2fields``, ``h2wire``,
-``h2conn``, ``h2backhaul``, ``h2limits``, ``flowcontrol``.
+``h2hpack``, ``h2conn``, ``h2backhaul`` (+ ``h2backhaul_conn``), ``h2limits``,
+``flowcontrol``.
 
 Public API for the code that runs a node (``node/run.py``)::
 
