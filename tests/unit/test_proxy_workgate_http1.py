@@ -33,7 +33,9 @@ def test_a_burst_for_a_full_app_waits_its_turns_and_others_go_first() -> None:
         loop.close()
 
 
-async def _burst(loop: asyncio.AbstractEventLoop) -> None:
+def app_a_full(loop: asyncio.AbstractEventLoop) -> tuple[EdgeContext, FakeTransport]:
+    """An edge context routing apps ``a`` (at capacity: its one queue slot is taken) and
+    ``b`` (one pooled upstream connection on the returned fake transport); batch 3."""
     b = Backend(instance_id="b1", host="127.0.0.1", port=9)
     a = Backend(instance_id="a1", host="127.0.0.1", port=8, hard_limit=1)
     table = RouteTable.build([("a", []), ("b", [])], {"a": [a], "b": [b]})
@@ -42,11 +44,16 @@ async def _burst(loop: asyncio.AbstractEventLoop) -> None:
     ctx = EdgeContext(
         loop, RouteHolder(table), pool, limits, "tst", RequestIds(b"t"), random.Random(0)
     )
-    assert ctx.queues.push("a", Waiter())  # app a: at capacity, its one queue slot taken
+    assert ctx.queues.push("a", Waiter())
     upstream = UpstreamConnection(pool, ("127.0.0.1", 9), "b1")
     up_transport = FakeTransport()
     upstream.connection_made(up_transport)  # type: ignore[arg-type]
     pool.release(upstream)
+    return ctx, up_transport
+
+
+async def _burst(loop: asyncio.AbstractEventLoop) -> None:
+    ctx, up_transport = app_a_full(loop)
     registry = ConnectionRegistry(loop, 1.0)
 
     def connect() -> tuple[ClientConnection, FakeTransport]:

@@ -5,24 +5,15 @@ is answered in the end."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 import h2.config
 import h2.connection
 import h2.events
 
 from roost.proxy.edge import ConnectionRegistry
-from roost.proxy.edge_context import EdgeContext, Limits
-from roost.proxy.forwarding import RequestIds
 from roost.proxy.http2 import H2ClientConnection
-from roost.proxy.routes import Backend, RouteHolder, RouteTable
-from roost.proxy.upstream import UpstreamConnection
-from roost.proxy.upstream_pool import UpstreamPool
 from tests.unit.test_proxy_http1 import FakeTransport
-
-
-class Waiter:
-    forced = None
+from tests.unit.test_proxy_workgate_http1 import app_a_full
 
 
 def test_h2_streams_for_a_full_app_wait_their_turns_others_go_first() -> None:
@@ -42,20 +33,7 @@ def _statuses(client: h2.connection.H2Connection, data: bytes) -> dict[int, byte
 
 
 async def _streams(loop: asyncio.AbstractEventLoop) -> None:
-    b = Backend(instance_id="b1", host="127.0.0.1", port=9)
-    a = Backend(instance_id="a1", host="127.0.0.1", port=8, hard_limit=1)
-    table = RouteTable.build([("a", []), ("b", [])], {"a": [a], "b": [b]})
-    pool = UpstreamPool(loop)
-    limits = Limits(queue_max=1, congested_batch=3)
-    ctx = EdgeContext(
-        loop, RouteHolder(table), pool, limits, "tst", RequestIds(b"t"), random.Random(0)
-    )
-    assert ctx.queues.push("a", Waiter())  # app a: at capacity, its one queue slot taken
-    upstream = UpstreamConnection(pool, ("127.0.0.1", 9), "b1")
-    up_transport = FakeTransport()
-    upstream.connection_made(up_transport)  # type: ignore[arg-type]
-    pool.release(upstream)
-
+    ctx, up_transport = app_a_full(loop)
     conn = H2ClientConnection(ctx, ConnectionRegistry(loop, 1.0))
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
