@@ -606,3 +606,39 @@ def write_results_json(path: Path, results: dict[str, list[dict[str, Any]]]) -> 
             indent=1,
         )
     )
+
+
+# ---------------------------------------------------------------- in-process harnesses
+
+
+CLIENT_EXTRA = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
+
+
+class FakeTransport:
+    """An asyncio transport for the in-process cost harnesses (``*_path_cost.py``,
+    ``h2_backhaul_cost.py``): writes are collected in ``out``, reading controls do nothing,
+    ``extra`` answers ``get_extra_info`` (e.g. :data:`CLIENT_EXTRA` for a client connection)."""
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        self.out: list[bytes] = []
+        self.extra = extra or {}
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...

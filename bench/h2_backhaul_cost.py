@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import h2.config
 import h2.events as ev
 import uvloop
+from _common import FakeTransport
 
 from roost.proxy import h2wire
 from roost.proxy.h2backhaul import BackhaulConnection, H2BackhaulPool, request_block
@@ -51,30 +52,6 @@ RESPONSE = [
     (b"content-length", b"2"),
 ]
 INFO = ResponseInfo(content_length=2)
-
-
-class _Transport:
-    """The backhaul connection's transport: output collected for the server outside the clock."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 class _Sink:
@@ -107,7 +84,7 @@ async def run(args: argparse.Namespace) -> None:
     pool = H2BackhaulPool(loop)
     conn = BackhaulConnection(pool, pool_key(backend))
     pool._conns[conn.key] = [conn]
-    side = _Transport()
+    side = FakeTransport()
     conn.connection_made(side)
 
     server = h2wire.new_connection(

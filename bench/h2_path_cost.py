@@ -34,6 +34,7 @@ import h2.config
 import h2.connection
 import h2.events as ev
 import uvloop
+from _common import CLIENT_EXTRA, FakeTransport
 
 from roost.proxy.edge import start_edge
 from roost.proxy.http2 import H2ClientConnection
@@ -45,32 +46,6 @@ RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 05:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 )
-
-
-class _ClientSide:
-    """The edge's client transport: output collected for the h2 client outside the clock."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 18090)}.get(
-            name, default
-        )
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 class _UpstreamSide:
@@ -108,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
 
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
-    side = _ClientSide()
+    side = FakeTransport(CLIENT_EXTRA)
     conn = H2ClientConnection(ctx, edge.connections)
     conn.connection_made(side)
     headers = [

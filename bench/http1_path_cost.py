@@ -22,11 +22,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import uvloop
+from _common import CLIENT_EXTRA, FakeTransport
 
 from roost.proxy.edge import start_edge
 from roost.proxy.http1 import ClientConnection
@@ -41,35 +41,6 @@ RESPONSE = (
 )
 
 
-class FakeTransport:
-    """Collects writes; reading controls are no-ops."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def can_write_eof(self) -> bool:
-        return True
-
-
 async def main(args: argparse.Namespace) -> None:
     backend = Backend(instance_id="bench-backend", host="127.0.0.1", port=9)
     holder = RouteHolder(RouteTable.build([("bench", [])], {"bench": [backend]}))
@@ -77,7 +48,7 @@ async def main(args: argparse.Namespace) -> None:
     edge = await start_edge("127.0.0.1", 0, holder, region="bench", metrics=metrics)
     ctx = edge.context
     client = ClientConnection(ctx, edge.connections)
-    down = FakeTransport()
+    down = FakeTransport(CLIENT_EXTRA)
     client.connection_made(down)  # type: ignore[arg-type]
     upstream = UpstreamConnection(ctx.pool, ("127.0.0.1", 9), "bench-backend")
     up = FakeTransport()
