@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.hostrig import Instance, Recorder, hold, post, req, rig
-from tests.integration.rig import Response, fetch, wait_for
+from tests.integration.rig import RawClient, Response, fetch, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -227,6 +227,41 @@ async def test_flooded_app_does_not_starve_another(tmp_path: Path) -> None:
         assert statuses.count(503) > 0 and statuses.count(200) > 0
         assert set(statuses) <= {200, 503}
         assert flooded[0].max_active <= 2
+
+
+async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path: Path) -> None:
+    """100 keep-alive clients each send 5 requests in a row to a full app (the work gate
+    parks and holds them: congested_batch 4) while another app is used: every request gets
+    its answer, in order on its connection, and the other app's requests all succeed."""
+    flooded = [Instance("a", hard=2)]
+    calm = [Instance("o1")]
+    async with rig(
+        tmp_path, flooded + calm, queue_max=10, queue_timeout=0.3, congested_batch=4
+    ) as r:
+
+        async def flood_client(n: int) -> list[int]:
+            client = await RawClient.open(r.port)
+            statuses = []
+            for i in range(5):
+                client.send(req("/sleep/20", test_id=f"f{n}-{i}"))
+                statuses.append((await client.response(timeout=30)).status)
+            return statuses
+
+        flood = [asyncio.ensure_future(flood_client(n)) for n in range(100)]
+        calm_client = await RawClient.open(r.port)
+        calm_statuses = []
+        for i in range(20):
+            calm_client.send(req(host="other.localhost", test_id=f"o{i}"))
+            calm_statuses.append((await calm_client.response(timeout=30)).status)
+        results = await asyncio.gather(*flood)
+        assert calm_statuses == [200] * 20
+        statuses = [s for per_client in results for s in per_client]
+        assert len(statuses) == 500 and set(statuses) <= {200, 503}
+        assert statuses.count(503) > 0 and statuses.count(200) > 0
+        assert r.edge.context.gate is not None and r.edge.context.gate.held > 0
+        assert flooded[0].max_active <= 2
+        served = flooded[0].ids()
+        assert len(served) == len(set(served)) == statuses.count(200)  # never twice
 
 
 WS_REQUEST = (
