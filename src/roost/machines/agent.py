@@ -43,6 +43,13 @@ class HostAgent:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.ready = asyncio.Event()
 
+    async def settled(self) -> None:
+        """Until the first listing is done and every supervisor has checked what it found
+        (re-adopted its process, or marked it exited and unhealthy): before that the
+        catalog may still show instances of the last run as started and healthy."""
+        await self.ready.wait()
+        await asyncio.gather(*(s.adopted.wait() for s in list(self.supervisors.values())))
+
     def log_dir(self, instance_id: str) -> Path:
         return self.data_dir / "instances" / instance_id
 

@@ -84,6 +84,7 @@ class Supervisor:
         self.app = app
         self.id = instance_id
         self.changed = asyncio.Event()
+        self.adopted = asyncio.Event()  # run() has checked the process it found (if any)
         self.handle: ProcessHandle | None = None
         self._exit: asyncio.Future[int | None] | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -107,13 +108,16 @@ class Supervisor:
 
     # -- main loop -------------------------------------------------------------------------
     async def run(self) -> None:
-        inst = await self.agent.catalog.get_instance(self.app, self.id)
-        if inst is None:
-            return
-        self._boot_seen = inst.boot
-        if inst.state == "created" and inst.pid is None:
-            await self._event("created")
-        await self._adopt(inst)
+        try:
+            inst = await self.agent.catalog.get_instance(self.app, self.id)
+            if inst is None:
+                return
+            self._boot_seen = inst.boot
+            if inst.state == "created" and inst.pid is None:
+                await self._event("created")
+            await self._adopt(inst)
+        finally:
+            self.adopted.set()  # (HostAgent.settled)
         while True:
             self.changed.clear()
             inst = await self.agent.catalog.get_instance(self.app, self.id)

@@ -346,7 +346,9 @@ async def run_node(
         api_task = asyncio.ensure_future(server.serve(sockets=[api_sock]))
         stack.push_async_callback(_stop_api, server, api_task)
 
-        await asyncio.wait_for(agent.ready.wait(), 30)
+        # settled, not just ready: a record left "started, healthy" by a run that died must
+        # not make the demo look healthy (and the banner appear) before it is checked
+        await asyncio.wait_for(agent.settled(), 30)
         await asyncio.wait_for(routes.ready.wait(), 30)
         demo = await deploy_demo(control) if opts.demo else []
         if demo and not await wait_healthy(catalog, "demo", demo, DEMO_HEALTHY_TIMEOUT):
