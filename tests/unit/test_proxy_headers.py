@@ -325,3 +325,19 @@ def test_forwarding_tail_is_shared_and_bounded() -> None:
     for i in range(headers._TAILS_MAX + 10):
         headers.forwarding_tail(b"%d" % i, b"http", b"80", b"ams")
     assert len(headers._TAILS) <= headers._TAILS_MAX
+
+
+def test_name_kinds_classify_once_and_stay_bounded() -> None:
+    from roost.proxy.headers import NameKinds
+
+    seen: list[bytes] = []
+
+    def classify(lname: bytes) -> str:
+        seen.append(lname)
+        return "look" if lname == b"host" else "keep"
+
+    kinds = NameKinds(classify, cap=2)
+    assert kinds[b"Host"] == "look" and kinds[b"Host"] == "look"
+    assert seen == [b"host"]  # classified once, by its lower-cased name
+    assert kinds[b"X-A"] == "keep" and kinds[b"X-B"] == "keep" and kinds[b"X-B"] == "keep"
+    assert len(kinds) == 2 and seen == [b"host", b"x-a", b"x-b", b"x-b"]  # full: not stored

@@ -25,7 +25,7 @@ the mesh: mTLS backhaul connections between nodes).
 from __future__ import annotations
 
 from roost.proxy import errors
-from roost.proxy.headers import HOP_BY_HOP, Headers, RequestInfo, encode_head
+from roost.proxy.headers import HOP_BY_HOP, KEEP, Headers, NameKinds, RequestInfo, encode_head
 
 __all__ = [
     "DRAINING",
@@ -93,19 +93,11 @@ def refusal(reason: bytes, instance_id: str) -> errors.ProxyError:
     )
 
 
-# Backhaul field names as sent (exact bytes) -> whether prepare_host_head must look at them.
-# The edge sends the same names every time; bounded all the same.
-_KEEP, _LOOK = "keep", "look"
-_KINDS: dict[bytes, str] = {}
-_KINDS_MAX = 4096
+# Backhaul field names -> whether prepare_host_head must look at them (the edge sends the
+# same names every time)
+_LOOK = "look"
 _LOOKED_AT = HOP_BY_HOP | {_INSTANCE_LOWER, b"content-length", b"host", b"expect"}
-
-
-def _kind(name: bytes) -> str:
-    kind = _LOOK if name.lower() in _LOOKED_AT else _KEEP
-    if len(_KINDS) < _KINDS_MAX:
-        _KINDS[name] = kind
-    return kind
+_KINDS = NameKinds(lambda lname: _LOOK if lname in _LOOKED_AT else KEEP)
 
 
 def prepare_host_head(
@@ -124,10 +116,7 @@ def prepare_host_head(
     out: Headers = []
     kinds = _KINDS
     for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            kind = _kind(name)
-        if kind is _KEEP:  # most fields: nothing to check
+        if kinds[name] is KEEP:  # most fields: nothing to check
             out.append((name, value))
             continue
         lname = name.lower()

@@ -22,6 +22,7 @@ Responses lose their hop-by-hop and ``roost-*`` headers and gain ``Via`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httptools
@@ -30,6 +31,8 @@ from roost.proxy import errors
 
 __all__ = [
     "HOP_BY_HOP",
+    "KEEP",
+    "NameKinds",
     "RequestInfo",
     "ResponseInfo",
     "encode_head",
@@ -102,44 +105,47 @@ class ResponseInfo:
     refused: bytes | None = None  # Roost-Refused (trusted only from a host proxy)
 
 
-# Request header names as sent (exact bytes) -> what prepare_request does with them. Names
-# repeat across requests ("Host", "User-Agent", ...): one dict lookup instead of lower() and
-# set tests per header. Bounded: a client inventing names cannot grow it past the cap.
-_KEEP, _SPECIAL, _ROOST = "keep", "special", "roost"
-_REQUEST_KINDS: dict[bytes, str] = {}
-_KINDS_MAX = 4096
+class NameKinds(dict[bytes, str]):
+    """Header names as sent (exact bytes) -> what a pass over headers does with them, found by
+    ``classify(lower-cased name)`` the first time a name is seen. Names repeat across requests
+    ("Host", "User-Agent", ...): one lookup instead of ``lower()`` and set tests per header.
+    Bounded: past ``cap`` names (a client inventing them), new ones are classified each time
+    and not stored."""
+
+    __slots__ = ("_cap", "_classify")
+
+    def __init__(self, classify: Callable[[bytes], str], cap: int = 4096) -> None:
+        super().__init__()
+        self._classify = classify
+        self._cap = cap
+
+    def __missing__(self, name: bytes) -> str:
+        kind = self._classify(name.lower())
+        if len(self) < self._cap:
+            self[name] = kind
+        return kind
 
 
-def _request_kind(name: bytes) -> str:
-    lname = name.lower()
+KEEP = "keep"  # a kind every NameKinds user has: forwarded as is, nothing to check
+_SPECIAL, _ROOST, _LENGTH = "special", "roost", "length"
+
+
+def _request_kind(lname: bytes) -> str:
     if lname in _REQUEST_SPECIAL:
-        kind = _SPECIAL
-    elif lname.startswith(b"roost-"):
-        kind = _ROOST
-    else:
-        kind = _KEEP
-    if len(_REQUEST_KINDS) < _KINDS_MAX:
-        _REQUEST_KINDS[name] = kind
-    return kind
+        return _SPECIAL
+    return _ROOST if lname.startswith(b"roost-") else KEEP
 
 
-_RESPONSE_KINDS: dict[bytes, str] = {}
-_LENGTH = "length"
-
-
-def _response_kind(name: bytes) -> str:
-    lname = name.lower()
+def _response_kind(lname: bytes) -> str:
     if lname in HOP_BY_HOP:
-        kind = _SPECIAL
-    elif lname.startswith(b"roost-"):
-        kind = _ROOST
-    elif lname == _CONTENT_LENGTH:
-        kind = _LENGTH
-    else:
-        kind = _KEEP
-    if len(_RESPONSE_KINDS) < _KINDS_MAX:
-        _RESPONSE_KINDS[name] = kind
-    return kind
+        return _SPECIAL
+    if lname.startswith(b"roost-"):
+        return _ROOST
+    return _LENGTH if lname == _CONTENT_LENGTH else KEEP
+
+
+_REQUEST_KINDS = NameKinds(_request_kind)  # what prepare_request does with a name
+_RESPONSE_KINDS = NameKinds(_response_kind)  # ... and prepare_response
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -170,10 +176,8 @@ def prepare_request(
     named: set[bytes] | None = None  # headers named by Connection beyond the usual ones
     kinds = _REQUEST_KINDS
     for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            kind = _request_kind(name)
-        if kind is _KEEP:
+        kind = kinds[name]
+        if kind is KEEP:
             append((name, value))
             continue
         lname = name.lower()
@@ -292,10 +296,8 @@ def prepare_response(headers: Headers, request_id: bytes | None) -> tuple[Header
     named: set[bytes] | None = None
     kinds = _RESPONSE_KINDS
     for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            kind = _response_kind(name)
-        if kind is _KEEP:
+        kind = kinds[name]
+        if kind is KEEP:
             append((name, value))
             continue
         lname = name.lower()
