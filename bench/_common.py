@@ -7,6 +7,7 @@ block ends -- normally, on an exception, on Ctrl-C or on SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -642,3 +643,22 @@ class FakeTransport:
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
+
+
+def cost_harness_args(description: str) -> argparse.ArgumentParser:
+    """The options of the h2 cost harnesses (``h2_path_cost.py``, ``h2_backhaul_cost.py``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--streams", type=int, default=10, help="concurrent streams per batch")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--batches", type=int, default=200, help="batches per round")
+    parser.add_argument("--verbose", action="store_true", help="print every round")
+    return parser
+
+
+def print_rounds(what: str, args: argparse.Namespace, rounds: list[float]) -> None:
+    """One line: the best and median round of a cost harness, µs per request."""
+    print(
+        f"{what}, {args.streams} streams/batch, {args.rounds} rounds x "
+        f"{args.batches} batches: best {min(rounds):.1f} µs/request, "
+        f"median {statistics.median(rounds):.1f} µs/request"
+    )

@@ -313,29 +313,26 @@ def start_envoy(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
 def start_roost_edge(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
     """Roost's edge (``start_edge`` on uvloop) in a child process routing ``bench.localhost``
     straight to the backend: the edge path, no host proxy, no catalog."""
-    port = free_port()
-    proc = procs.start(
-        "roost-edge",
-        [PYTHON, BENCH / "_edge_child.py", "--port", str(port), "--backend", str(backend)],
-        cpus=cpus,
-    )
-    wait_port(port, proc)
-    wait_http(port, host=APP_HOST, timeout=10)
-    return Proxy("roost-edge", port, [proc], port, layout="1 process (uvloop), CPU 0")
+    return _start_relay_child(procs, "roost-edge", "_edge_child.py", backend, cpus)
 
 
 def start_bare_relay(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
     """``_bare_relay.py``: uvloop + httptools relaying GETs and nothing else -- the floor
     for a Python relay on this machine (a reference, not a proxy; no h2)."""
+    return _start_relay_child(procs, "bare-relay", "_bare_relay.py", backend, cpus)
+
+
+def _start_relay_child(procs: Procs, name: str, script: str, backend: int, cpus: str) -> Proxy:
+    """A bench script taking ``--port P --backend B``, on uvloop, answering ``APP_HOST``."""
     port = free_port()
     proc = procs.start(
-        "bare-relay",
-        [PYTHON, BENCH / "_bare_relay.py", "--port", str(port), "--backend", str(backend)],
+        name,
+        [PYTHON, BENCH / script, "--port", str(port), "--backend", str(backend)],
         cpus=cpus,
     )
     wait_port(port, proc)
     wait_http(port, host=APP_HOST, timeout=10)
-    return Proxy("bare-relay", port, [proc], port, layout="1 process (uvloop), CPU 0")
+    return Proxy(name, port, [proc], port, layout="1 process (uvloop), CPU 0")
 
 
 @dataclass

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import h2.config
 import h2.events as ev
 import uvloop
-from _common import FakeTransport
+from _common import FakeTransport, cost_harness_args, print_rounds
 
 from roost.proxy import h2wire
 from roost.proxy.h2backhaul import BackhaulConnection, H2BackhaulPool, request_block
@@ -146,18 +145,10 @@ async def run(args: argparse.Namespace) -> None:
         rounds.append(elapsed / (args.batches * args.streams) * 1e6)
         if args.verbose:
             print(f"  round {len(rounds)}: {rounds[-1]:.1f} µs/request")
-    print(
-        f"h2 backhaul client path, {args.streams} streams/batch, {args.rounds} rounds x "
-        f"{args.batches} batches: best {min(rounds):.1f} µs/request, "
-        f"median {statistics.median(rounds):.1f} µs/request"
-    )
+    print_rounds("h2 backhaul client path", args, rounds)
     pool.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=10, help="concurrent streams per batch")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batches", type=int, default=200, help="batches per round")
-    parser.add_argument("--verbose", action="store_true", help="print every round")
+    parser = cost_harness_args(__doc__.splitlines()[0])
     uvloop.run(run(parser.parse_args()))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import h2.config
 import h2.connection
 import h2.events as ev
 import uvloop
-from _common import CLIENT_EXTRA, FakeTransport
+from _common import CLIENT_EXTRA, FakeTransport, cost_harness_args, print_rounds
 
 from roost.proxy.edge import start_edge
 from roost.proxy.http2 import H2ClientConnection
@@ -132,18 +131,10 @@ async def run(args: argparse.Namespace) -> None:
         if args.verbose:
             print(f"  round {len(rounds)}: {rounds[-1]:.1f} µs/request")
         await asyncio.sleep(0.001)  # let the edge's ticker run between rounds
-    print(
-        f"h2c edge path, {args.streams} streams/batch, {args.rounds} rounds x "
-        f"{args.batches} batches: best {min(rounds):.1f} µs/request, "
-        f"median {statistics.median(rounds):.1f} µs/request"
-    )
+    print_rounds("h2c edge path", args, rounds)
     await edge.close(timeout=1.0)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=10, help="concurrent streams per batch")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batches", type=int, default=200, help="batches per round")
-    parser.add_argument("--verbose", action="store_true", help="print every round")
+    parser = cost_harness_args(__doc__.splitlines()[0])
     uvloop.run(run(parser.parse_args()))
