@@ -103,9 +103,7 @@ class EdgeContext(RelayContext):
         if not self.queues.any_waiting():
             return None  # the common case: one check, no lookup
         route = self.routes.table.lookup(host)
-        if route is None or not self.queues.waiting(route.app):
-            return None
-        return route.app
+        return route.app if route is not None and self.congested(route.app) else None
 
     def close_pools(self) -> None:
         super().close_pools()
