@@ -35,7 +35,7 @@ from roost.proxy.tls.sites import Sites
 from tests.helpers import await_until
 
 pytestmark = pytest.mark.integration
-WEB, SELF, RAW = "web.test", "self.test", "raw.test"
+WEB, SELF, RAW, HELD = "web.test", "self.test", "raw.test", "held.test"
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -93,6 +93,15 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         writer.close()
 
     raw = await asyncio.start_server(record, "127.0.0.1", 0)
+
+    async def echo_raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    held = await asyncio.start_server(echo_raw, "127.0.0.1", 0)
     store = await SqliteStore.open(tmp_path / "catalog.db")
     catalog, seal = Catalog(store), c.KeySeal(b"k" * 32)
     port = echo.sockets[0].getsockname()[1]
@@ -103,16 +112,23 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             "self": _app("self", Service(name="http_service", default_self_signed=True)),
             "raw": _app("raw", Service(name="services.0", internal_port=9443,
                                        ports=(ServicePort(port=443),))),
+            "held": _app("held", Service(name="services.0", internal_port=9443,
+                                         ports=(ServicePort(port=443),))),
         },
         instances={
             "i1": r.Instance(id="i1", app="raw", node="n", region="local", process_group="app",
                              app_version=1, state="started", healthy=True,
                              ports={"9443": raw.sockets[0].getsockname()[1]}),
+            "i2": r.Instance(id="i2", app="held", node="n", region="local", process_group="app",
+                             app_version=1, state="started", healthy=True,
+                             ports={"9443": held.sockets[0].getsockname()[1]}),
         },
     )  # fmt: skip
     backends = {name: [Backend(f"{name}-1", "127.0.0.1", port)] for name in ("web", "self")}
     holder = RouteHolder(
-        RouteTable.build([("web", [WEB]), ("self", [SELF]), ("raw", [RAW])], backends)
+        RouteTable.build(
+            [("web", [WEB]), ("self", [SELF]), ("raw", [RAW]), ("held", [HELD])], backends
+        )
     )
     sites = Sites(holder, view)
     cache = CertCache(catalog, seal, self_signed=sites.self_signed)
@@ -132,7 +148,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await follow
     await cache.close()
     await store.close()
-    for server in (echo, raw):
+    for server in (echo, raw, held):
         server.close()
         await server.wait_closed()
 
@@ -250,15 +266,62 @@ async def test_replaced_certificate_is_served_without_restart(rig: Rig) -> None:
     await await_until(served, 1.0, what="the new certificate")
 
 
-async def test_passthrough_forwards_the_client_hello_untouched(rig: Rig) -> None:
-    """A no-handler port 443 app: the backend receives the exact ClientHello bytes."""
+def _client_hello(name: str) -> bytes:
     ctx = ssl.create_default_context()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=RAW)
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
-    hello = outgoing.read()
+    return outgoing.read()
+
+
+async def test_passthrough_forwards_the_client_hello_untouched(rig: Rig) -> None:
+    """A no-handler port 443 app: the backend receives the exact ClientHello bytes."""
+    hello = _client_hello(RAW)
     with socket.create_connection(("127.0.0.1", rig.https)) as sock:
         sock.sendall(hello)
         await await_until(lambda: _async(len(rig.raw_bytes) >= len(hello)), 5, what="relay")
     assert bytes(rig.raw_bytes) == hello
+
+
+async def _open_relay(rig: Rig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A passthrough relay to the echoing backend, up (its ClientHello came back)."""
+    hello = _client_hello(HELD)
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.https)
+    writer.write(hello)
+    assert await asyncio.wait_for(reader.readexactly(len(hello)), 5) == hello
+    return reader, writer
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionError:  # refused, or reset: accepted by a listener that then closed
+        return True
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return False
+
+
+async def test_shutdown_lets_an_open_passthrough_relay_finish(rig: Rig) -> None:
+    """SIGTERM's drain covers passthrough: the listener stops accepting, an open relay keeps
+    relaying, and the edge is closed once its client is done (not at the drain timeout)."""
+    reader, writer = await _open_relay(rig)
+    closing = asyncio.ensure_future(rig.edge.close(30.0))
+    await await_until(lambda: _refused(rig.https), 5, what="the TLS listener to stop")
+    writer.write(b"still here")
+    assert await asyncio.wait_for(reader.readexactly(10), 5) == b"still here"
+    assert not closing.done()
+    writer.close()
+    await asyncio.wait_for(closing, 10)  # far less than the 30 s drain timeout
+
+
+async def test_shutdown_aborts_a_passthrough_relay_left_open_at_the_drain_timeout(
+    rig: Rig,
+) -> None:
+    reader, writer = await _open_relay(rig)
+    await asyncio.wait_for(rig.edge.close(0.2), 10)
+    with contextlib.suppress(ConnectionError):
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()

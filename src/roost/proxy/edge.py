@@ -96,12 +96,15 @@ class Edge(ProxyServer):
         return None if self.tls is None else self.tls.port
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop the TLS listener (and passthrough relays), then drain as usual."""
+        """Stop the TLS listener, then drain as usual; passthrough relays drain alongside
+        (same timeout) and the ones still open then are aborted."""
         if self.tls is not None:
             self.tls.close()
-        if self.passthrough is not None:
-            self.passthrough.close()
-        await super().close(timeout)
+        if self.passthrough is None:
+            await super().close(timeout)
+            return
+        deadline = self.context.limits.shutdown_timeout if timeout is None else timeout
+        await asyncio.gather(super().close(timeout), self.passthrough.drain(deadline))
 
     def _closed_hook(self) -> None:
         if self._admission is not None:

@@ -8,7 +8,10 @@ first. From then on it is a :class:`~roost.proxy.tunnel.Tunnel`: bytes both ways
 backpressure and half-close. No certificate, no decryption, no HTTP at the edge.
 
 A backend that cannot be reached within ``connect_timeout`` gets the client closed (TLS
-clients then report a handshake failure). :meth:`Passthrough.close` aborts every relay.
+clients then report a handshake failure). On shutdown, :meth:`Passthrough.drain` lets open
+relays end by themselves (the edge cannot see requests inside TLS, so an open relay counts as
+in flight) for up to the drain timeout, then aborts the rest; :meth:`Passthrough.close`
+aborts every relay at once.
 """
 
 from __future__ import annotations
@@ -108,13 +111,14 @@ class Passthrough:
         self.target = target
         self.connect_timeout = connect_timeout
         self.relays: set[_Relay] = set()
+        self._empty: asyncio.Event | None = None  # set when the last relay ends (drain)
 
     def __call__(self, hello: ClientHello, sock: socket.socket) -> Awaitable[None] | None:
         address = self.target(hello.server_name)
         return None if address is None else self._relay(address, sock)
 
     async def _relay(self, address: tuple[str, int], sock: socket.socket) -> None:
-        relay = _Relay(self.relays.discard)
+        relay = _Relay(self._ended)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await self.loop.create_connection(lambda: relay.sides[UPSTREAM], *address)
@@ -129,9 +133,32 @@ class Passthrough:
         try:
             await self.loop.connect_accepted_socket(lambda: relay.sides[CLIENT], sock)
         except OSError:
-            relay.abort()
-            with contextlib.suppress(OSError):
-                sock.close()
+            self._drop(relay, sock)
+        except asyncio.CancelledError:  # the listener closed while it was being set up
+            self._drop(relay, sock)
+            raise
+
+    def _drop(self, relay: _Relay, sock: socket.socket) -> None:
+        relay.abort()
+        self._ended(relay)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _ended(self, relay: _Relay) -> None:
+        self.relays.discard(relay)
+        if not self.relays and self._empty is not None:
+            self._empty.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the open relays to end (their client or backend
+        closes), then abort the rest. New relays must have stopped (the TLS listener is
+        closed first)."""
+        if self.relays:
+            self._empty = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._empty.wait()
+        self.close()
 
     def close(self) -> None:
         """Abort every relay."""
