@@ -235,8 +235,14 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
     its answer, in order on its connection, and the other app's requests all succeed."""
     flooded = [Instance("a", hard=2)]
     calm = [Instance("o1")]
+    metrics = Recorder()
     async with rig(
-        tmp_path, flooded + calm, queue_max=10, queue_timeout=0.3, congested_batch=4
+        tmp_path,
+        flooded + calm,
+        queue_max=10,
+        queue_timeout=0.3,
+        congested_batch=4,
+        metrics=metrics,
     ) as r:
 
         async def flood_client(n: int) -> list[int]:
@@ -259,6 +265,8 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
         assert len(statuses) == 500 and set(statuses) <= {200, 503}
         assert statuses.count(503) > 0 and statuses.count(200) > 0
         assert r.edge.context.gate is not None and r.edge.context.gate.held > 0
+        assert len(metrics.of("gate_held")) == r.edge.context.gate.held
+        assert {kw["app"] for kw in metrics.of("gate_held")} == {"demo"}
         assert flooded[0].max_active <= 2
         served = flooded[0].ids()
         assert len(served) == len(set(served)) == statuses.count(200)  # never twice

@@ -119,6 +119,8 @@ def test_retries_refusals_timeouts_and_queue_waits() -> None:
     m.timed_out(role="edge", kind="header_deadline")
     m.queue_wait(app="demo", seconds=0.3, outcome="served")
     m.queue_wait(app="demo", seconds=5.0, outcome="timeout")
+    m.gate_held(app="demo")
+    m.gate_held(app="demo")
     s = scrape(m)
     assert val(s, "roost_proxy_retries_total", app="demo", reason="refused") == 2
     assert val(s, "roost_proxy_retries_total", app="demo", reason="connect_failed") == 1
@@ -129,6 +131,8 @@ def test_retries_refusals_timeouts_and_queue_waits() -> None:
     assert val(s, "roost_proxy_queue_wait_seconds_count", app="demo") == 2
     assert val(s, "roost_proxy_queue_wait_seconds_bucket", app="demo", le="0.5") == 1
     assert val(s, "roost_proxy_queue_outcomes_total", app="demo", outcome="timeout") == 1
+    assert val(s, "roost_proxy_gate_held_total", app="demo") == 2
+    assert val(s, "roost_proxy_gate_held_total", app="other") is None
 
 
 def test_inflight_gauge_goes_up_and_down() -> None:
@@ -138,6 +142,7 @@ def test_inflight_gauge_goes_up_and_down() -> None:
         m.inflight(role="edge", app="demo", delta=1)
     m.inflight(role="edge", app="demo", delta=-1)
     m.inflight(role="host", app="demo", delta=1)
+    m.gate_held(app="demo")
     s = scrape(m)
     assert val(s, "roost_proxy_inflight_requests", role="edge", app="demo") == 2
     assert val(s, "roost_proxy_inflight_requests", role="host", app="demo") == 1

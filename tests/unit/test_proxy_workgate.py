@@ -63,6 +63,17 @@ def test_a_congested_app_gets_batch_per_turn_in_order() -> None:
     assert gate.admit("a", Conn("a6", log))
 
 
+def test_every_hold_is_reported_with_its_app() -> None:
+    """``on_hold`` (the gate-held metric) hears of held requests and parked connections."""
+    loop, log, heard = Loop(), [], []
+    gate = WorkGate(loop.call_soon, {"a"}.__contains__, batch=1, on_hold=heard.append)
+    assert gate.admit("a", Conn("a0", log))
+    assert not gate.admit("a", Conn("a1", log))  # held: over this turn's batch
+    assert gate.park("a", Conn("a2", log))  # parked: idle connection of a congested app
+    assert not gate.park("b", Conn("b0", log))  # not congested: neither held nor reported
+    assert heard == ["a", "a"] and gate.held == 2
+
+
 def test_other_apps_are_not_held_by_one_apps_queue() -> None:
     gate, _loop, log = make({"a", "b"}, batch=1)
     assert gate.admit("a", Conn("a0", log))

@@ -65,7 +65,9 @@ class EdgeContext(RelayContext):
         self.metrics.register_pool("edge_backhaul_h2", self.h2pool)
         self.rtt: Callable[[str], float] = rtt or _same_node  # node id -> seconds
         self.queues = WaitQueues(limits.queue_max)
-        self.gate = WorkGate(loop.call_soon, self.congested, batch=limits.congested_batch)
+        self.gate = WorkGate(
+            loop.call_soon, self.congested, batch=limits.congested_batch, on_hold=self._gate_held
+        )
         self._table_seen = routes.table
 
     def new_exchange(
@@ -94,6 +96,9 @@ class EdgeContext(RelayContext):
         ex = EdgeExchange(self, down, method, head, info, host, request_id)
         ex.protocol = protocol
         return ex
+
+    def _gate_held(self, app: str) -> None:
+        self.metrics.gate_held(app=app)
 
     def congested(self, app: str) -> bool:
         """Whether ``app`` is at capacity: requests wait for a slot (see :mod:`workgate`)."""

@@ -59,6 +59,10 @@ class Metrics(Protocol):
 
     def inflight(self, *, role: Role, app: str, delta: int) -> None: ...
 
+    def gate_held(self, *, app: str) -> None:
+        """The edge's work gate held back a request or an idle connection of ``app`` (at
+        capacity) until a later loop turn (:mod:`roost.proxy.workgate`)."""
+
 
 class NullMetrics:
     """Metrics that record nothing (explicit signatures: a misnamed keyword fails loudly, and a
@@ -96,6 +100,9 @@ class NullMetrics:
         pass
 
     def inflight(self, *, role: Role, app: str, delta: int) -> None:
+        pass
+
+    def gate_held(self, *, app: str) -> None:
         pass
 
     def loop_lag(self, seconds: float) -> None:

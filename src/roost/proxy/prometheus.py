@@ -17,6 +17,8 @@ Series (``role`` ∈ edge|host; ``app`` capped, see below):
 - ``roost_proxy_inflight_requests{role,app}``, ``roost_proxy_refusals_total{role,app,reason}``,
   ``roost_proxy_retries_total{app,reason}``, ``roost_proxy_timeouts_total{role,kind}``
 - ``roost_proxy_queue_wait_seconds{app}`` + ``roost_proxy_queue_outcomes_total{app,outcome}``
+- ``roost_proxy_gate_held_total{app}`` (the edge's work gate held a request or an idle
+  connection of an app at capacity until a later loop turn)
 - ``roost_pool_<stat>{pool}`` read from each registered pool's ``stats()`` at scrape time
   (gauges; a stat named ``*_total`` is a counter)
 - ``roost_event_loop_lag_seconds`` (histogram) + ``roost_event_loop_lag_last_seconds``
@@ -213,6 +215,10 @@ class PrometheusMetrics:
         hot.counts[QUEUE * NB + bisect_left(BUCKETS, seconds)] += 1
         hot.sums[QUEUE] += seconds
         _bump(hot.series.outcomes, outcome)
+
+    def gate_held(self, *, app: str) -> None:
+        hot = self._hot.get(("edge", app)) or self._resolve("edge", app)
+        hot.series.gate_held += 1
 
     def timed_out(self, *, role: Role, kind: TimeoutKind) -> None:
         key = (role, kind)

@@ -53,11 +53,12 @@ MAX_REASONS = 32  # distinct reason/outcome values per series; beyond -> "_other
 class Series:
     """Counters of one (role, app label)."""
 
-    __slots__ = ("inflight", "outcomes", "refusals", "retries", "status")
+    __slots__ = ("gate_held", "inflight", "outcomes", "refusals", "retries", "status")
 
     def __init__(self) -> None:
         self.status = [0] * len(STATUS_CLASSES)
         self.inflight = 0
+        self.gate_held = 0
         self.refusals: dict[str, int] = {}
         self.retries: dict[str, int] = {}
         self.outcomes: dict[str, int] = {}
@@ -66,6 +67,7 @@ class Series:
         other = Series()
         other.status = list(self.status)
         other.inflight = self.inflight
+        other.gate_held = self.gate_held
         other.refusals = dict(self.refusals)
         other.retries = dict(self.retries)
         other.outcomes = dict(self.outcomes)
@@ -182,6 +184,12 @@ def _proxy(state: State) -> Iterator[Metric]:
         "Requests that waited for capacity, by outcome",
         labels=["app", "outcome"],
     )
+    held = CounterMetricFamily(
+        "roost_proxy_gate_held",
+        "Requests and idle connections of an app at capacity that the edge's work gate held "
+        "back until a later loop turn",
+        labels=["app"],
+    )
     for (role, app), s in state.series:
         for cls, n in zip(STATUS_CLASSES, s.status, strict=True):
             if n:
@@ -193,12 +201,14 @@ def _proxy(state: State) -> Iterator[Metric]:
             retries.add_metric([app, reason], n)
         for outcome, n in s.outcomes.items():
             outcomes.add_metric([app, outcome], n)
+        if s.gate_held:
+            held.add_metric([app], s.gate_held)
     timeouts = CounterMetricFamily(
         "roost_proxy_timeouts", "Timeouts, by role and kind", labels=["role", "kind"]
     )
     for (role, kind), n in state.timeouts:
         timeouts.add_metric([role, kind], n)
-    yield from (requests, inflight, refusals, retries, outcomes, timeouts)
+    yield from (requests, inflight, refusals, retries, outcomes, held, timeouts)
 
 
 def _histograms(state: State) -> Iterator[Metric]:

@@ -30,7 +30,8 @@ other apps).
 
 Pure: the gate never touches the event loop or a socket. ``schedule(fn)`` (the loop's
 ``call_soon``) arranges for :meth:`WorkGate.turn` to run once in the next loop turn; the
-connections are :class:`Parked` (``http1.ClientConnection``).
+connections are :class:`Parked` (``http1.ClientConnection``). ``on_hold(app)`` is told of
+every request or connection held back (the ``roost_proxy_gate_held_total{app}`` metric).
 """
 
 from __future__ import annotations
@@ -58,7 +59,16 @@ class Parked(Protocol):
 class WorkGate:
     """Caps each congested app's requests per loop turn; see the module docstring."""
 
-    __slots__ = ("_armed", "_congested", "_queues", "_schedule", "_used", "batch", "held")
+    __slots__ = (
+        "_armed",
+        "_congested",
+        "_on_hold",
+        "_queues",
+        "_schedule",
+        "_used",
+        "batch",
+        "held",
+    )
 
     def __init__(
         self,
@@ -66,6 +76,7 @@ class WorkGate:
         congested: Callable[[str], bool],
         *,
         batch: int = 16,
+        on_hold: Callable[[str], object] | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -75,7 +86,8 @@ class WorkGate:
         self._used: dict[str, int] = {}  # app -> requests let through this turn
         self._queues: dict[str, collections.deque[Parked]] = {}  # held back, per app
         self._armed = False  # turn() is scheduled
-        self.held = 0  # requests and connections held back so far (a counter for metrics)
+        self._on_hold = on_hold
+        self.held = 0  # requests and connections held back so far
 
     def admit(self, app: str, conn: Parked) -> bool:
         """A request for the congested ``app`` was parsed on ``conn``: True to start it
@@ -89,7 +101,7 @@ class WorkGate:
                 self._arm()
                 return True
             queue = self._queues[app] = collections.deque()
-        self._hold(queue, conn)  # behind the ones already held: FIFO per app
+        self._hold(app, queue, conn)  # behind the ones already held: FIFO per app
         return False
 
     def park(self, app: str, conn: Parked) -> bool:
@@ -101,7 +113,7 @@ class WorkGate:
             if not self._congested(app):
                 return False
             queue = self._queues[app] = collections.deque()
-        self._hold(queue, conn)
+        self._hold(app, queue, conn)
         return True
 
     def waiting(self, app: str | None = None) -> int:
@@ -128,9 +140,11 @@ class WorkGate:
         if self._queues or self._used:
             self._arm()
 
-    def _hold(self, queue: collections.deque[Parked], conn: Parked) -> None:
+    def _hold(self, app: str, queue: collections.deque[Parked], conn: Parked) -> None:
         queue.append(conn)
         self.held += 1
+        if self._on_hold is not None:
+            self._on_hold(app)
         conn.gate_hold()
         self._arm()
 
