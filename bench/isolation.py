@@ -10,6 +10,13 @@ One ``roost up`` node (pinned to CPU 0) runs two apps built from ``bench/apps/cp
 - **B**: one instance, a cheap ``/``, offered a steady ``--b-rate`` req/s (open loop, from
   this script, pinned to CPU 1).
 
+The same phases also run through **haproxy** (``--peer haproxy``, the default when installed;
+``--peer none`` skips it) on CPU 0, in front of the same instances: ``maxconn
+--a-hard-limit`` per A server, A's queue capped at Roost's per-app queue length (200, beyond it
+503 at once), ``timeout queue`` = Roost's wait (5 s); B unlimited. What a mature proxy's B
+p99 does under the same flood, measured in the same run, says how much of B's loss is the
+flood's shape on this machine and how much is Roost.
+
 Phases (each ``--duration`` s, rotated order per round): ``baseline`` (B alone),
 ``flood-paced`` (hey: ``--flood-clients`` clients each capped at ``--flood-rate``/clients
 req/s, i.e. well past A's capacity but paced) and ``flood-max`` (wrk ``-c--flood-clients``
@@ -27,6 +34,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import _loadgen
@@ -41,6 +49,7 @@ from _common import (
     banner,
     busy_note,
     fmt,
+    free_port,
     have,
     install_sigterm,
     machine_note,
@@ -52,11 +61,57 @@ from _common import (
     workdir,
     write_results_json,
 )
-from _peers import RoostNode, start_roost_node, write_app
+from _peers import RoostNode, run_haproxy, start_roost_node, write_app
 
 APP = BENCH / "apps" / "cpu_app.py"
 PHASES = ("baseline", "flood-paced", "flood-max")
 TARGET = 1.2
+A_QUEUE = 200  # Roost's default per-app wait queue length (the peer's A queue matches it)
+WAIT_S = 5  # Roost's default per-app wait (the peer's timeout queue)
+
+
+@dataclass
+class Target:
+    """Where B's load and the flood go, and which process's CPU to account."""
+
+    name: str
+    port: int
+    pid: int
+
+
+def haproxy_two_apps(port: int, a_ports: list[int], b_port: int, hard_limit: int) -> str:
+    """haproxy, one thread, routing ``a.localhost`` / ``b.localhost`` like the Roost edge:
+    A's servers take ``hard_limit`` each (leastconn), A's queue is capped like Roost's."""
+    a_servers = "\n".join(
+        f"    server a{i} 127.0.0.1:{p} maxconn {hard_limit}" for i, p in enumerate(a_ports, 1)
+    )
+    return f"""
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 120s
+    timeout http-keep-alive 75s
+    timeout queue {WAIT_S * 1000}
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    option forwardfor
+    acl host_a hdr(host) -i a.localhost
+    http-request return status 503 content-type text/plain string "app a is at capacity" \
+        if host_a {{ queue(a) ge {A_QUEUE} }}
+    use_backend a if host_a
+    default_backend b
+backend a
+    balance leastconn
+{a_servers}
+backend b
+    server b1 127.0.0.1:{b_port}
+"""
 
 
 def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
@@ -82,7 +137,7 @@ def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
 
 
 def run_phase(
-    node: RoostNode, phase: str, args: argparse.Namespace, b_port: int
+    target: Target, phase: str, args: argparse.Namespace, b_port: int
 ) -> dict[str, object]:
     """B's load via the edge (and, first, straight to B's instance as a control), with or
     without A's flood running in a thread."""
@@ -93,7 +148,7 @@ def run_phase(
     def do_flood() -> None:
         if phase == "flood-paced":
             flood["r"] = run_hey(
-                node.port,
+                target.port,
                 "a.localhost",
                 rate=args.flood_rate,
                 workers=args.flood_clients,
@@ -103,7 +158,7 @@ def run_phase(
             )
         else:
             flood["r"] = run_wrk(
-                node.port,
+                target.port,
                 "a.localhost",
                 connections=args.flood_clients,
                 duration=flood_secs,
@@ -129,12 +184,12 @@ def run_phase(
             )
         )
         control = _loadgen.summarize(direct, args.control)
-    meter = CpuMeter([node.proc.pid])
+    meter = CpuMeter([target.pid])
     meter.start()
     started = time.monotonic()
     samples = _loadgen.run(
         _loadgen.open_loop(
-            node.port,
+            target.port,
             "b.localhost",
             "/",
             rate=args.b_rate,
@@ -150,7 +205,7 @@ def run_phase(
         "b": _loadgen.summarize(samples, elapsed),
         "direct": control,
         "flood": flood.get("r"),
-        "roost_cpu": cpu / elapsed,
+        "cpu": cpu / elapsed,
     }
 
 
@@ -181,6 +236,12 @@ def main() -> int:
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--quick", action="store_true", help="1 round of 6 s phases")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument(
+        "--peer",
+        choices=("haproxy", "none"),
+        default="haproxy" if have("haproxy") else "none",
+        help="also run the phases through this proxy in front of the same instances",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.duration = 1, 6
@@ -204,7 +265,7 @@ def main() -> int:
         f"pinning: roost up on CPU {PROXY_CPU}; instances, B's generator and the flood on "
         f"CPU {LOAD_CPU}"
     )
-    results: dict[str, list[dict[str, object]]] = {}
+    results: dict[str, dict[str, list[dict[str, object]]]] = {}
     try:
         with workdir("isolation") as work, Procs(work) as procs:
             node = start_roost_node(procs, work, PROXY_CPU)
@@ -212,33 +273,45 @@ def main() -> int:
             b_port = node.instance_ports("b")[0]
             layout = "edge + host proxy" if node.host_proxy() else "edge only (no host proxy)"
             print(f"roost up: 1 process ({layout}, API, agent)")
+            targets = [Target("roost", node.port, node.proc.pid)]
+            if args.peer == "haproxy":
+                port = free_port()
+                cfg = haproxy_two_apps(port, node.instance_ports("a"), b_port, args.a_hard_limit)
+                proc = run_haproxy(procs, work, cfg, port, PROXY_CPU)
+                targets.append(Target("haproxy", port, proc.pid))
+                print("haproxy: 1 process, nbthread 1, CPU 0, in front of the same instances")
             for rnd in range(args.repeat):
                 banner(f"round {rnd + 1}/{args.repeat}")
                 order = phases[rnd % len(phases) :] + phases[: rnd % len(phases)]
-                for phase in order:
-                    out = run_phase(node, phase, args, b_port)
-                    b = out["b"]
-                    assert isinstance(b, LoadResult)
-                    d = out["direct"]
-                    ctl = (
-                        f", direct p99 {d.p99:.2f} ms"
-                        if isinstance(d, LoadResult) and d.p99
-                        else ""
-                    )
-                    print(
-                        f"  {phase}: B p50 {fmt(b.p50, '.2f')} ms, p99 {fmt(b.p99, '.2f')} ms,"
-                        f" ok {b.ok}/{b.requests}, roost CPU {out['roost_cpu']:.0%}{ctl}",
-                        flush=True,
-                    )
-                    results.setdefault(phase, []).append(out)
-                    time.sleep(1)
+                for target in targets:
+                    for phase in order:
+                        out = run_phase(target, phase, args, b_port)
+                        _print_phase(target.name, phase, out)
+                        results.setdefault(target.name, {}).setdefault(phase, []).append(out)
+                        time.sleep(1)
     except KeyboardInterrupt:
         print("\ninterrupted; everything started was stopped", file=sys.stderr)
         return 130
-    report(results, args)
+    for name, by_phase in results.items():
+        report(name, by_phase, args)
     if args.json:
-        write_results_json(args.json, results)
+        write_results_json(
+            args.json,
+            {f"{name}/{phase}": runs for name, by in results.items() for phase, runs in by.items()},
+        )
     return 0
+
+
+def _print_phase(name: str, phase: str, out: dict[str, object]) -> None:
+    b = out["b"]
+    assert isinstance(b, LoadResult)
+    d = out["direct"]
+    ctl = f", direct p99 {d.p99:.2f} ms" if isinstance(d, LoadResult) and d.p99 else ""
+    print(
+        f"  {name} {phase}: B p50 {fmt(b.p50, '.2f')} ms, p99 {fmt(b.p99, '.2f')} ms,"
+        f" ok {b.ok}/{b.requests}, {name} CPU {out['cpu']:.0%}{ctl}",
+        flush=True,
+    )
 
 
 def _flood_summary(runs: list[dict[str, object]]) -> str:
@@ -255,8 +328,12 @@ def _flood_summary(runs: list[dict[str, object]]) -> str:
     )
 
 
-def report(results: dict[str, list[dict[str, object]]], args: argparse.Namespace) -> None:
-    banner(f"isolation: B at {args.b_rate:.0f} req/s, median of {args.repeat} rounds")
+def report(
+    name: str, results: dict[str, list[dict[str, object]]], args: argparse.Namespace
+) -> None:
+    banner(
+        f"isolation through {name}: B at {args.b_rate:.0f} req/s, median of {args.repeat} rounds"
+    )
     base = results.get("baseline", [])
     base_p99 = median(r["b"].p99 for r in base)  # type: ignore[attr-defined]
     rows = []
@@ -276,12 +353,12 @@ def report(results: dict[str, list[dict[str, object]]], args: argparse.Namespace
                 vs_base,
                 fmt(median(d.p99 for d in direct), ".2f"),
                 sum(b.non2xx + b.errors for b in bs),
-                fmt(median(r["roost_cpu"] for r in runs), ".0%"),  # type: ignore[misc]
+                fmt(median(r["cpu"] for r in runs), ".0%"),  # type: ignore[misc]
                 _flood_summary(runs),
             ]
         )
     headers = ["phase", "B p50 ms", "B p99 ms", "p99 vs baseline", "direct p99 ms"]
-    headers += ["B failed (sum)", "roost CPU", "flood to A (achieved)"]
+    headers += ["B failed (sum)", f"{name} CPU", "flood to A (achieved)"]
     print(table(headers, rows))
     print(
         f"target: B's p99 under the flood <= {TARGET}x the baseline "
