@@ -1,12 +1,7 @@
 """SQLite backend of the catalog store: one file, WAL mode, embedded in the node process.
 
-Tables (one SQLite file):
-
-- ``kv``       the current value of every key (what ``get`` and ``range`` read);
-- ``changes``  one row per revision (a put or a delete), the log ``watch`` replays. Only the last
-               ``history`` revisions are kept; older rows are deleted (compacted) as writes go on;
-- ``leases``   granted leases, each with its TTL and an absolute deadline ``expires_at``;
-- ``meta``     the store revision and the highest compacted revision, so both survive restarts.
+This module is the store itself (``SqliteStore``: reads, writes, leases, transactions);
+``sqlite_schema`` holds the tables and the SQL helpers, ``sqlite_watch`` the watch iterators.
 
 Choices made within the contract of ``roost.catalog.store``:
 
@@ -20,11 +15,9 @@ Choices made within the contract of ``roost.catalog.store``:
 - **Threading.** Calls run synchronously on the event-loop thread (each is sub-millisecond). No
   call awaits while it holds the database, so writes are serialised and are published to watchers
   in revision order, right after they commit.
-- **Watchers.** Each watcher has a bounded buffer that writers fill without ever waiting. A watcher
-  whose buffer overflows is marked *lagging*: its buffer is dropped and it re-reads the change log
-  from the last revision it delivered (raising ``Compacted`` if that history is gone), so it never
-  loses an event. A new watcher starts out lagging, so the history replay and the catch-up after an
-  overflow are the same code, and there is no gap between history and live events.
+- **Watchers.** Writers never wait for a watcher: each has a bounded buffer, and one that
+  overflows re-reads the change log instead of losing an event (``sqlite_watch``). There is
+  no gap between history and live events.
 """
 
 from __future__ import annotations
@@ -36,11 +29,12 @@ import os
 import sqlite3
 import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Literal
 
+from roost.catalog.sqlite_schema import KV_COLUMNS, entry_from_row, init_database, prefix_filter
+from roost.catalog.sqlite_watch import Watcher
 from roost.catalog.store import (
     Compacted,
     CompareFailed,
@@ -51,122 +45,6 @@ from roost.catalog.store import (
 )
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
-    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
-CREATE TABLE IF NOT EXISTS changes (
-    revision INTEGER PRIMARY KEY, key TEXT NOT NULL, type TEXT NOT NULL, value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expires_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expires_at);
-INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
-"""
-_KV_COLUMNS = "key, value, create_revision, mod_revision, version, lease"
-_REPLAY_BATCH = 1000  # change-log rows read per catch-up query
-
-
-def _prefix_filter(prefix: str) -> tuple[str, tuple[str, ...]]:
-    """SQL condition (and its parameters) true exactly for keys starting with ``prefix``.
-
-    ``prefix <= key < successor`` where ``successor`` is ``prefix`` with its last character
-    incremented (dropping trailing U+10FFFF). SQLite compares TEXT by UTF-8 bytes, which orders
-    like code points, so this is exact; unlike LIKE it treats ``%`` and ``_`` as plain characters.
-    """
-    chars = list(prefix)
-    while chars:
-        nxt = ord(chars.pop()) + 1
-        if nxt <= 0x10FFFF:
-            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; skip over them
-                nxt = 0xE000
-            return "key >= ? AND key < ?", (prefix, "".join(chars) + chr(nxt))
-    return ("key >= ?", (prefix,)) if prefix else ("1", ())
-
-
-def _entry(row: Any) -> Entry:
-    key, value, create_revision, mod_revision, version, lease = row
-    return Entry(key, bytes(value), create_revision, mod_revision, version, lease)
-
-
-class _Watch:
-    """One ``watch`` iterator: history from the change log, then live events, in order."""
-
-    def __init__(self, store: SqliteStore, prefix: str, start_revision: int, limit: int) -> None:
-        self._store = store
-        self._prefix = prefix
-        self._next = max(start_revision, 1)  # lowest revision not yet delivered
-        self._read_to = 0  # the change log has been read (and delivered) up to here
-        self._limit = limit
-        self._replay: deque[WatchEvent] = deque()  # read from the change log
-        self._live: deque[WatchEvent] = deque()  # pushed by writers, at most ``limit``
-        self._ready = asyncio.Event()
-        self._lagging = True  # writers skip us until the change log has been read
-        self._ended = False
-
-    def offer(self, events: list[WatchEvent]) -> None:
-        """Called by the store after each commit; never blocks."""
-        if self._lagging or self._ended:
-            return
-        for event in events:
-            if not event.key.startswith(self._prefix):
-                continue
-            if len(self._live) >= self._limit:
-                self._lagging = True  # re-read the change log instead of dropping events
-                self._live.clear()
-                break
-            self._live.append(event)
-        self._ready.set()
-
-    def end(self) -> None:
-        self._ended = True
-        self._replay.clear()
-        self._live.clear()
-        self._ready.set()
-
-    async def aclose(self) -> None:
-        """Stop watching; the iterator then ends."""
-        self.end()
-        self._store._watchers.discard(self)
-
-    def __aiter__(self) -> _Watch:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        while not self._ended:
-            for queue in (self._replay, self._live):
-                while queue:
-                    event = queue.popleft()
-                    if event.revision >= self._next:  # dedupe replayed vs live
-                        self._next = event.revision + 1
-                        return event
-            if self._lagging:
-                self._catch_up()
-                continue
-            self._ready.clear()
-            await self._ready.wait()
-        raise StopAsyncIteration
-
-    def _catch_up(self) -> None:
-        # Runs only once ``_replay`` is drained, so all matches up to ``_read_to`` were delivered.
-        start = max(self._next, self._read_to + 1)
-        try:
-            events = self._store._history(self._prefix, start, _REPLAY_BATCH)
-        except BaseException:
-            self.end()
-            self._store._watchers.discard(self)
-            raise
-        self._replay.extend(events)
-        if len(events) < _REPLAY_BATCH:
-            # Read up to the current revision with no await since: live events continue from here.
-            self._read_to = self._store.revision
-            self._lagging = False
-            self._live.clear()
 
 
 class SqliteStore:
@@ -187,7 +65,7 @@ class SqliteStore:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         self._revision: int = meta["revision"]
         self._compacted: int = meta["compacted"]
-        self._watchers: weakref.WeakSet[_Watch] = weakref.WeakSet()
+        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
         self._wake = asyncio.Event()
         self._expirer: asyncio.Task[None] | None = None
         self._closed = False
@@ -210,9 +88,7 @@ class SqliteStore:
             raise ValueError("history and watch_buffer must be >= 1")
         db = sqlite3.connect(os.fspath(path), isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            init_database(db)
             store = cls(db, clock=clock, history=history, watch_buffer=watch_buffer)
             with store._transaction():  # ``history`` may be smaller than last time
                 compacted = store._compact(store._revision)
@@ -234,18 +110,18 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------------------
     async def get(self, key: str) -> Entry | None:
         self._check_open()
-        row = self._db.execute(f"SELECT {_KV_COLUMNS} FROM kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _entry(row)
+        row = self._db.execute(f"SELECT {KV_COLUMNS} FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else entry_from_row(row)
 
     async def range(self, prefix: str) -> tuple[list[Entry], int]:
         self._check_open()
-        where, params = _prefix_filter(prefix)
-        rows = self._db.execute(f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} ORDER BY key", params)
-        return [_entry(row) for row in rows], self._revision
+        where, params = prefix_filter(prefix)
+        rows = self._db.execute(f"SELECT {KV_COLUMNS} FROM kv WHERE {where} ORDER BY key", params)
+        return [entry_from_row(row) for row in rows], self._revision
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
         self._check_open()
-        watcher = _Watch(self, prefix, start_revision, self._watch_buffer)
+        watcher = Watcher(self, prefix, start_revision, self._watch_buffer)
         self._watchers.add(watcher)
         return watcher
 
@@ -265,7 +141,7 @@ class SqliteStore:
             revision = self._record(events, "put", key, value)
             create, version = (row[0], row[2] + 1) if row else (revision, 1)
             self._db.execute(
-                f"INSERT OR REPLACE INTO kv ({_KV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO kv ({KV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (key, value, create, revision, version, lease),
             )
         return revision
@@ -385,7 +261,7 @@ class SqliteStore:
         self._check_open()
         if start <= self._compacted:
             raise Compacted(start, self._compacted + 1)
-        where, params = _prefix_filter(prefix)
+        where, params = prefix_filter(prefix)
         rows = self._db.execute(
             f"SELECT type, key, value, revision FROM changes WHERE revision >= ? AND {where}"
             " ORDER BY revision LIMIT ?",

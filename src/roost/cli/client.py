@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 
 from roost.node import datadir
@@ -86,3 +87,9 @@ def _error_message(resp: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError):
         message = resp.text.strip()[:200] or resp.reason_phrase
     return f"{message} (HTTP {resp.status_code})"
+
+
+def client_for(ctx: click.Context) -> ApiClient:
+    """An API client from the root group's ``--data-dir``, ``--api-url`` and ``--token``."""
+    obj = ctx.obj
+    return ApiClient.discover(obj["data_dir"], obj["api_url"], obj["token"])
