@@ -33,10 +33,10 @@ import h2.config
 import h2.events as ev
 import h2.exceptions
 import h2.settings
-from hpack import NeverIndexedHeaderTuple
 
 from roost.proxy import backhaul, errors, h2wire
 from roost.proxy.h2conn import H2Base, StreamOut
+from roost.proxy.h2hpack import REQUEST_ID, RequestIdField
 from roost.proxy.headers import HOP_BY_HOP, Headers
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ _CONFIG = h2.config.H2Configuration(
 _SC = h2.settings.SettingCodes
 _REFUSED_STREAM, _CANCEL = 0x7, 0x8
 _NEVER = float("inf")
-_RID = b"roost-request-id"
 
 
 def request_fields(head: bytes, scheme: bytes = b"http") -> Headers:
@@ -71,6 +70,8 @@ def request_fields(head: bytes, scheme: bytes = b"http") -> Headers:
         lname = name.strip().lower()
         if lname == b"host":
             pseudo.append((b":authority", value.strip()))
+        elif lname == REQUEST_ID:  # (as in request_block)
+            fields.append(RequestIdField(lname, value.strip()))
         elif lname not in HOP_BY_HOP:
             fields.append((lname, value.strip()))
     pseudo.append((b":path", target))
@@ -83,14 +84,16 @@ def request_block(
     """HTTP/1.1-style request fields (as the edge prepared them) as an HTTP/2 header block:
     ``Host`` becomes ``:authority``, names are lower-cased, hop-by-hop fields go. The
     request id (new on every request) stays out of HPACK's dynamic table, where it would
-    only evict the fields that repeat (and make every lookup in the table longer)."""
+    only evict the fields that repeat (and make every lookup in the table longer), as a
+    :class:`~roost.proxy.h2hpack.RequestIdField`: the host proxy's decoder then takes it
+    out of the block and finds the rest (the same fields each time) in its cache."""
     block: Headers = [(b":method", method), (b":scheme", scheme), (b":path", target)]
     for name, value in fields:
         lname = name.lower()
         if lname == b"host":
             block.insert(2, (b":authority", value))
-        elif lname == _RID:
-            block.append(NeverIndexedHeaderTuple(lname, value))
+        elif lname == REQUEST_ID:
+            block.append(RequestIdField(lname, value))
         elif lname not in HOP_BY_HOP:
             block.append((lname, value))
     return block
