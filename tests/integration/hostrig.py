@@ -51,6 +51,8 @@ class Instance(H11Server):
     active: int = 0
     max_active: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
+    sent: int = 0  # body bytes of /big/N written so far
+    stalled: bool = False  # /big/N: its socket's kernel buffer is full (backpressure)
 
     def ids(self) -> list[str]:
         return [s["test_id"] for s in self.seen]
@@ -78,6 +80,20 @@ class Instance(H11Server):
             if not data:
                 break
         writer.write(b"BYE")
+        await writer.drain()
+
+    async def _big(self, size: int, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        """``size`` bytes of ``z`` in 64 KiB writes, each waiting for the socket (drain)."""
+        headers = [("Content-Length", str(size))]
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+        chunk = b"z" * 65536
+        while self.sent < size:
+            piece = chunk[: size - self.sent]
+            writer.write(conn.send(h11.Data(data=piece)))
+            self.sent += len(piece)
+            self.stalled = writer.transport.get_write_buffer_size() > 0
+            await writer.drain()
+        writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
     async def _answer(
@@ -118,6 +134,9 @@ class Instance(H11Server):
             if target == "/ws" and "upgrade" in headers:
                 await self._echo_upper(conn, reader, writer, headers)
                 return False
+            if target.startswith("/big/"):
+                await self._big(int(target.split("/")[2]), conn, writer)
+                return True
             if target.startswith("/sleep/"):
                 await asyncio.sleep(int(target.split("/")[2]) / 1000)
             elif target == "/gate":
@@ -172,12 +191,14 @@ async def rig(
     stale_loads: bool = False,
     host_only: tuple[str, ...] | None = None,
     metrics: Any = None,
+    in_process: bool = True,
     **limits: Any,
 ) -> AsyncIterator[Rig]:
     """Edge + host proxy + ``instances`` behind app "demo" (app "other" has instance
     "o1" when listed). ``stale_loads``: the edge sees load 0 everywhere (as if its load
     view lagged), so only the host proxy's refusals keep limits. ``host_only``: the host
-    proxy knows only these instance ids."""
+    proxy knows only these instance ids. ``in_process=False``: the edge reaches the host
+    proxy through its unix socket even in this one process (else in memory, as ``roost up``)."""
     for inst in instances:
         await inst.start()
     table = TableHolder(
@@ -194,7 +215,9 @@ async def rig(
         )
     )
     host_limits = {k: v for k, v in limits.items() if k != "queue_timeout"}
-    host = await start_host_proxy(str(tmp / "backhaul.sock"), table, metrics=metrics, **host_limits)
+    host = await start_host_proxy(
+        str(tmp / "backhaul.sock"), table, metrics=metrics, in_process=in_process, **host_limits
+    )
     address = unix_address(host.path)
     demo = [i for i in instances if not i.ident.startswith("o")]
     other = [i for i in instances if i.ident.startswith("o")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -19,12 +20,22 @@ from tests.integration.hostrig import Instance, Recorder, hold, post, req, rig
 from tests.integration.rig import RawClient, Response, fetch, wait_for
 
 pytestmark = pytest.mark.integration
+# the backhaul in memory (edge and host proxy in one process, as `roost up` runs them) and
+# through the host proxy's unix socket (how other processes reach it)
+BACKHAUL = pytest.mark.parametrize("in_process", [True, False], ids=["memory", "socket"])
 
 
-async def test_request_reaches_instance_through_host_proxy(tmp_path: Path) -> None:
+@BACKHAUL
+async def test_request_reaches_instance_through_host_proxy(
+    tmp_path: Path, in_process: bool
+) -> None:
     """A request is served by the instance; the backhaul header never reaches it."""
-    async with rig(tmp_path, [Instance("a")]) as r:
+    async with rig(tmp_path, [Instance("a")], in_process=in_process) as r:
         resp = await fetch(r.port, req(extra="Roost-Instance: evil\r\n"))
+        pooled = [c for idle in r.edge.context.pool._idle.values() for c in idle]
+        transports = {type(c.transport).__name__ for c in pooled}
+        assert len(pooled) == 1
+        assert (transports == {"PipeEnd"}) is in_process  # else the loop's socket transport
         assert resp.status == 200 and resp.body == b"a"
         seen = r.by_id("a").seen[0]["headers"]
         assert "roost-instance" not in seen and "roost-refused" not in seen
@@ -41,10 +52,13 @@ async def test_backhaul_socket_is_private(tmp_path: Path) -> None:
     assert not Path(r.host.path).exists()
 
 
-async def test_hard_limit_never_exceeded_under_200_clients(tmp_path: Path) -> None:
+@BACKHAUL
+async def test_hard_limit_never_exceeded_under_200_clients(
+    tmp_path: Path, in_process: bool
+) -> None:
     """200 concurrent clients, 3 instances with hard_limit 4: all served, none above 4."""
     instances = [Instance(n, hard=4, soft=2) for n in ("a", "b", "c")]
-    async with rig(tmp_path, instances) as r:
+    async with rig(tmp_path, instances, in_process=in_process) as r:
         results = await asyncio.gather(
             *(fetch(r.port, req("/sleep/20", test_id=f"t{i}")) for i in range(200))
         )
@@ -289,11 +303,65 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float
     return data
 
 
-async def test_websocket_upgrade_tunnelled_through_both_hops(tmp_path: Path) -> None:
+async def _held_back(inst: Instance, size: int, turns: int = 300, timeout: float = 20.0) -> bool:
+    """Whether ``inst`` comes to wait on a full socket and stays there, writing nothing more,
+    for ``turns`` event-loop turns (every hop runs in this loop: with a hop buffering
+    without limit, the instance would be written off again within a few turns)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last, still = -1, 0
+    while loop.time() < deadline and inst.sent < size:
+        if inst.stalled and inst.sent == last:
+            still += 1
+            if still >= turns:
+                return True
+        else:
+            last, still = inst.sent, 0
+        await asyncio.sleep(0)
+    return False
+
+
+@BACKHAUL
+async def test_large_response_to_a_client_not_reading_is_held_back_at_the_instance(
+    tmp_path: Path, in_process: bool
+) -> None:
+    """Backpressure crosses both hops: a client that does not read makes the instance's
+    writes wait, with a bounded amount in between (not the whole body buffered in the edge,
+    the backhaul or the host proxy); once it reads, the whole body arrives intact."""
+    size = 64 << 20
+    a = Instance("a")
+    async with rig(tmp_path, [a], in_process=in_process) as r:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", r.port))
+            await loop.sock_sendall(sock, req(f"/big/{size}"))
+            assert await _held_back(a, size), f"the instance wrote {a.sent} bytes without waiting"
+            assert a.sent < 24 << 20  # what the sockets and the proxies' buffers hold
+            received, head = 0, b""
+            while received < size:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+                assert data, f"closed after {received} bytes"
+                if not head:
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 ")
+                assert data.count(b"z") == len(data)
+                received += len(data)
+            assert received == size
+        finally:
+            sock.close()
+
+
+@BACKHAUL
+async def test_websocket_upgrade_tunnelled_through_both_hops(
+    tmp_path: Path, in_process: bool
+) -> None:
     """101 from the instance turns both hops into a tunnel: bytes flow both ways, EOF ends it;
     the tunnel counts against the hard limit while open."""
     a = Instance("a", hard=1)
-    async with rig(tmp_path, [a], queue_timeout=0.3) as r:
+    async with rig(tmp_path, [a], queue_timeout=0.3, in_process=in_process) as r:
         reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
         writer.write(WS_REQUEST + b"early")  # bytes after the head wait for the 101
         head = await read_until(reader, b"\r\n\r\n")

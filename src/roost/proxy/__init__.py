@@ -12,7 +12,8 @@ Data flow of one request::
       --forward.EdgeExchange: routes.RouteTable.lookup(Host)--> AppRoute (404 / 503)
       --balance.select (load: host proxy counts; RTT)--> attempt order, full ones left out
       --upstream_pool.UpstreamPool (keyed by backhaul address)--> backhaul connection
-      --backhaul.with_instance--> "Roost-Instance: <id>" --unix socket--> HOST PROXY:
+      --backhaul.with_instance--> "Roost-Instance: <id>" --unix socket (in memory within
+          one process: localpipe)--> HOST PROXY:
           http1.ClientConnection --host.HostExchange--> admission.Admission (full? refuse:
           503 "Roost-Refused: full", nothing reached the instance)
           --upstream_pool.UpstreamPool--> instance 127.0.0.1:port, response streamed back
@@ -28,7 +29,8 @@ caps on edge work per loop turn). I/O modules: ``http1`` (client side, both role
 ``upstream_pool`` (pooled upstream connections), ``exchange`` and ``exchange_response`` (one
 request across both, shared), ``edge_context`` (what an edge's exchanges share; makes them),
 ``forward`` (edge policy), ``host`` (host proxy policy), ``tunnel`` (upgrades), ``server``
-(listener lifecycle), ``edge``. HTTP/2: ``http2``, ``h2stream``, ``h2fields``, ``h2wire``,
+(listener lifecycle), ``edge``, ``localpipe`` (the backhaul in memory when edge and host
+proxy share a process). HTTP/2: ``http2``, ``h2stream``, ``h2fields``, ``h2wire``,
 ``h2hpack``, ``h2conn``, ``h2backhaul`` (+ ``h2backhaul_conn``), ``h2limits``,
 ``flowcontrol``.
 

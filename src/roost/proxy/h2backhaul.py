@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from roost.proxy import backhaul
+from roost.proxy import backhaul, localpipe
 from roost.proxy.h2backhaul_conn import (
     BackhaulConnection,
     BackhaulStream,
@@ -75,6 +75,9 @@ class H2BackhaulPool:
     async def connect(self, backend: Backend) -> BackhaulStream:
         """A stream on a new connection (or one being opened, if it has room); raises
         OSError or TimeoutError."""
+        stream = self.take(backend)  # one opened since (an in-process one opens at once)
+        if stream is not None:
+            return stream
         key = pool_key(backend)
         pending = self._connecting.get(key)
         if pending is not None:
@@ -101,7 +104,7 @@ class H2BackhaulPool:
         kind, host, port = ("tcp", *key) if isinstance(key, tuple) else backhaul.parse_address(key)
         async with asyncio.timeout(self.connect_timeout):
             if kind == "unix":
-                _, conn = await self.loop.create_unix_connection(factory, host)
+                conn = await localpipe.open_unix(self.loop, factory, host)
             else:
                 _, conn = await self.loop.create_connection(factory, host, port)
         self.opened += 1

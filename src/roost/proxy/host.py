@@ -39,7 +39,7 @@ import os
 import socket
 from typing import Any
 
-from roost.proxy import backhaul, errors
+from roost.proxy import backhaul, errors, localpipe
 from roost.proxy.admission import Admission, HostTarget, TableHolder
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import Downstream, Exchange
@@ -180,10 +180,18 @@ class HostProxy(ProxyServer):
         context: HostContext,
         connections: ConnectionRegistry,
         path: str,
+        accept: localpipe.Factory | None = None,
     ) -> None:
         super().__init__(server, context, connections)
         self.path = path
         self.address = backhaul.unix_address(path)
+        self._accept = accept  # also serving this process's edges in memory (localpipe)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop accepting (the socket and in-process connections), then drain as usual."""
+        if self._accept is not None:
+            localpipe.unlisten(self.path, self._accept)
+        await super().close(timeout)
 
     @property
     def admission(self) -> Admission:
@@ -230,12 +238,14 @@ async def start_host_proxy(
     metrics: Metrics | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     h2: H2Options = BACKHAUL_H2,
+    in_process: bool = True,
     **limits: Any,
 ) -> HostProxy:
     """Listen on the unix socket ``path`` and serve backhaul requests (HTTP/1.1 and h2c)
     for ``table``'s instances. ``limits`` are :class:`~roost.proxy.forward.Limits` fields
     (its connect, response, keep-alive and upstream pool settings apply here); ``h2``: the
-    HTTP/2 settings of backhaul connections."""
+    HTTP/2 settings of backhaul connections. ``in_process``: edges of this process that
+    connect to ``unix:<path>`` are served in memory (:mod:`roost.proxy.localpipe`)."""
     from roost.proxy.http1 import ClientConnection
     from roost.proxy.http2 import H2ClientConnection
     from roost.proxy.preface import PrefaceSniffer
@@ -264,4 +274,6 @@ async def start_host_proxy(
 
     server = await loop.create_unix_server(accept, sock=sock, backlog=1024)
     connections.start()
-    return HostProxy(server, context, connections, path)
+    if in_process:
+        localpipe.listen(path, loop, accept)
+    return HostProxy(server, context, connections, path, accept if in_process else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
+from roost.proxy import localpipe
 from roost.proxy.backhaul import parse_address
 from roost.proxy.routes import Backend
 from roost.proxy.upstream import Key, UpstreamConnection, pool_key
@@ -89,7 +90,7 @@ class UpstreamPool:
             else:
                 kind, host, port = parse_address(key)
                 if kind == "unix":
-                    _, conn = await self.loop.create_unix_connection(factory, host)
+                    conn = await localpipe.open_unix(self.loop, factory, host)
                 else:
                     _, conn = await self.loop.create_connection(factory, host, port)
         self.opened += 1
