@@ -280,7 +280,9 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
         assert statuses.count(503) > 0 and statuses.count(200) > 0
         assert r.edge.context.gate is not None and r.edge.context.gate.held > 0
         assert len(metrics.of("gate_held")) == r.edge.context.gate.held
-        assert {kw["app"] for kw in metrics.of("gate_held")} == {"demo"}
+        # the flooded app's requests, and (100 clients connecting at once) new connections
+        assert {kw["app"] for kw in metrics.of("gate_held")} <= {"demo", "_new"}
+        assert "demo" in {kw["app"] for kw in metrics.of("gate_held")}
         assert flooded[0].max_active <= 2
         served = flooded[0].ids()
         assert len(served) == len(set(served)) == statuses.count(200)  # never twice

@@ -125,3 +125,18 @@ def test_park_is_a_no_op_for_an_uncongested_app() -> None:
 def test_batch_must_be_positive() -> None:
     with pytest.raises(ValueError):
         WorkGate(lambda fn: None, lambda app: True, batch=0)
+
+
+def test_a_key_with_its_own_batch_is_always_capped() -> None:
+    """``batches`` (new connections' key): capped per turn whether or not ``congested``
+    says so, with its own size; other keys keep ``batch`` and the congestion rule."""
+    loop, log = Loop(), []
+    gate = WorkGate(loop.call_soon, set().__contains__, batch=1, batches={"_new": 3})
+    conns = [Conn(f"n{i}", log) for i in range(7)]
+    assert [gate.admit("_new", c) for c in conns] == [True] * 3 + [False] * 4
+    loop.turn()
+    assert log == ["n3", "n4", "n5"]  # three per turn although nothing is "congested"
+    loop.turn()
+    assert log == ["n3", "n4", "n5", "n6"] and gate.waiting() == 0
+    with pytest.raises(ValueError):
+        WorkGate(loop.call_soon, set().__contains__, batches={"_new": 0})

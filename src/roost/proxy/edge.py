@@ -191,7 +191,9 @@ async def start_edge(
 
     def accept() -> asyncio.Protocol:
         # one port serves HTTP/1.x and HTTP/2 with prior knowledge (h2c), told apart by preface
-        return PrefaceSniffer(ClientConnection(context, connections, intercept), make_h2)
+        return PrefaceSniffer(
+            ClientConnection(context, connections, intercept), make_h2, context.gate
+        )
 
     try:
         server = await loop.create_server(accept, host, port, backlog=1024)

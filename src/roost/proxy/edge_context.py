@@ -26,7 +26,7 @@ from roost.proxy.metrics import Metrics
 from roost.proxy.routes import RouteHolder
 from roost.proxy.upstream_pool import UpstreamPool
 from roost.proxy.waitqueue import WaitQueues
-from roost.proxy.workgate import WorkGate
+from roost.proxy.workgate import NEW, WorkGate
 
 __all__ = ["EdgeContext", "Limits"]
 
@@ -66,7 +66,11 @@ class EdgeContext(RelayContext):
         self.rtt: Callable[[str], float] = rtt or _same_node  # node id -> seconds
         self.queues = WaitQueues(limits.queue_max)
         self.gate = WorkGate(
-            loop.call_soon, self.congested, batch=limits.congested_batch, on_hold=self._gate_held
+            loop.call_soon,
+            self.congested,
+            batch=limits.congested_batch,
+            on_hold=self._gate_held,
+            batches={NEW: limits.new_connections_batch},
         )
         self._table_seen = routes.table
 

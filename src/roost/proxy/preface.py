@@ -14,12 +14,19 @@ HTTP/1 -> the transport is handed to it for good; h2c -> the HTTP/1 protocol is 
 connection is gone (``connection_lost(None)``: it unregisters, it never saw a byte) and the
 transport goes to a new HTTP/2 protocol with the bytes read so far. A partial preface is
 buffered until it can be told apart (the HTTP/1 head deadline still runs meanwhile).
+
+At the edge the sniffer also takes a new connection's first bytes through the work gate
+(``gate``, key :data:`~roost.proxy.workgate.NEW`): beyond the turn's batch of new
+connections, the bytes are kept and reading pauses (so no EOF overtakes them) until the
+gate releases the connection in a later loop turn; then they are handled as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+from roost.proxy.workgate import NEW, WorkGate
 
 __all__ = ["H2_PREFACE", "PrefaceSniffer", "detect_preface"]
 
@@ -37,19 +44,47 @@ def detect_preface(data: bytes) -> bool | None:
 class PrefaceSniffer(asyncio.Protocol):
     """Routes one connection to the HTTP/1 protocol or a new HTTP/2 one by its first bytes."""
 
-    __slots__ = ("_buffer", "_h1", "_make_h2", "_transport")
+    __slots__ = ("_buffer", "_gate", "_h1", "_held", "_make_h2", "_transport")
 
-    def __init__(self, h1: asyncio.Protocol, make_h2: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self,
+        h1: asyncio.Protocol,
+        make_h2: Callable[[], asyncio.Protocol],
+        gate: WorkGate | None = None,
+    ) -> None:
         self._h1 = h1
         self._make_h2 = make_h2
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._gate = gate  # None once the first bytes went through it
+        self._held: bytes | None = None  # first bytes waiting for the gate
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._h1.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        gate = self._gate
+        if gate is not None:
+            self._gate = None
+            if not gate.admit(NEW, self):  # it called gate_hold(): reading is paused
+                self._held = data
+                return
+        self._sniff(data)
+
+    def gate_hold(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def gate_release(self) -> None:
+        data, self._held = self._held, None
+        transport = self._transport
+        if transport is None or data is None:
+            return  # closed meanwhile
+        transport.resume_reading()
+        self._sniff(data)
+
+    def _sniff(self, data: bytes) -> None:
         transport = self._transport
         assert transport is not None
         data = self._buffer + data if self._buffer else data

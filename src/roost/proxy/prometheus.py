@@ -18,7 +18,8 @@ Series (``role`` ∈ edge|host; ``app`` capped, see below):
   ``roost_proxy_retries_total{app,reason}``, ``roost_proxy_timeouts_total{role,kind}``
 - ``roost_proxy_queue_wait_seconds{app}`` + ``roost_proxy_queue_outcomes_total{app,outcome}``
 - ``roost_proxy_gate_held_total{app}`` (the edge's work gate held a request or an idle
-  connection of an app at capacity until a later loop turn)
+  connection of an app at capacity until a later loop turn; ``app="_new"``: a new
+  connection's first bytes, beyond the turn's batch of new connections)
 - ``roost_pool_<stat>{pool}`` read from each registered pool's ``stats()`` at scrape time
   (gauges; a stat named ``*_total`` is a counter)
 - ``roost_event_loop_lag_seconds`` (histogram) + ``roost_event_loop_lag_last_seconds``

@@ -23,10 +23,16 @@ so between two batches the loop polls for I/O and other apps' requests run at on
 Nothing is dropped: a held request is processed in order, only later; when the app is no
 longer congested its queue is released in one go.
 
-What it cannot cap: accepting a connection, reading and parsing its request head happen
-before the app is known (~20-30 µs each here). HTTP/2 streams are held as requests (not
-started until their turn); their connections are never parked (other streams may be for
-other apps).
+Before the app is known there is a third way in, under its own key :data:`NEW` and its own
+``batches`` entry, always capped: a *new connection's first bytes* (``preface.
+PrefaceSniffer``). Floods often come as connection churn -- 1,000 clients opening
+connections on the same tick -- and parsing, routing and checking each one's request head
+(~30 µs here) would otherwise all happen in the loop turn that read them, before the gate
+can tell their app. Beyond the batch, a new connection's bytes wait (reading paused) for a
+later turn; requests on open connections -- other apps' clients -- go first. What is left
+uncapped: accepting a connection and reading its first bytes (~10 µs). HTTP/2 streams are
+held as requests (not started until their turn); their connections are never parked
+(other streams may be for other apps).
 
 Pure: the gate never touches the event loop or a socket. ``schedule(fn)`` (the loop's
 ``call_soon``) arranges for :meth:`WorkGate.turn` to run once in the next loop turn; the
@@ -40,7 +46,9 @@ import collections
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Parked", "WorkGate"]
+__all__ = ["NEW", "Parked", "WorkGate"]
+
+NEW = "_new"  # the key of new connections' first bytes (no app name starts with "_")
 
 
 class Parked(Protocol):
@@ -67,6 +75,7 @@ class WorkGate:
         "_schedule",
         "_used",
         "batch",
+        "batches",
         "held",
     )
 
@@ -77,12 +86,14 @@ class WorkGate:
         *,
         batch: int = 16,
         on_hold: Callable[[str], object] | None = None,
+        batches: dict[str, int] | None = None,
     ) -> None:
-        if batch < 1:
+        if batch < 1 or any(n < 1 for n in (batches or {}).values()):
             raise ValueError("batch must be at least 1")
         self._schedule = schedule
         self._congested = congested
         self.batch = batch
+        self.batches = dict(batches or {})  # key -> its own batch (:data:`NEW`'s)
         self._used: dict[str, int] = {}  # app -> requests let through this turn
         self._queues: dict[str, collections.deque[Parked]] = {}  # held back, per app
         self._armed = False  # turn() is scheduled
@@ -96,7 +107,7 @@ class WorkGate:
         queue = self._queues.get(app)
         if queue is None:
             used = self._used.get(app, 0)
-            if used < self.batch:
+            if used < self.batches.get(app, self.batch):
                 self._used[app] = used + 1
                 self._arm()
                 return True
@@ -127,11 +138,16 @@ class WorkGate:
         """A new loop turn: reset the budgets and release the next batch of every app."""
         self._armed = False
         self._used.clear()
-        batch = self.batch
+        batches, batch = self.batches, self.batch
         for app in list(self._queues):
             queue = self._queues[app]
             # a queue left over from congestion that has ended goes at once
-            count = len(queue) if not self._congested(app) else min(batch, len(queue))
+            if app in batches:  # (NEW: always capped)
+                count = min(batches[app], len(queue))
+            elif self._congested(app):
+                count = min(batch, len(queue))
+            else:
+                count = len(queue)
             self._used[app] = count
             for _ in range(count):
                 queue.popleft().gate_release()
