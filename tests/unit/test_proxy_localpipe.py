@@ -103,6 +103,11 @@ async def test_close_delivers_what_was_written_then_eof_then_both_ends_are_lost(
     await turns(5)
     assert server.events == ["made", b"last", "eof", ("lost", None)]
     assert client.events == ["made", ("lost", None)]
+    # both ends lost: no transport <-> transport or transport -> protocol links are left
+    # for the cyclic GC (closed connections must not pile up as garbage cycles)
+    assert server.transport is not None
+    assert end.peer is None and server.transport.peer is None
+    assert end.get_protocol() is None and server.transport.get_protocol() is None
 
 
 async def test_write_eof_is_a_half_close() -> None:

@@ -189,7 +189,12 @@ class PipeEnd(asyncio.Transport):
         self._inbox.append(data)
         self._inbox_size += len(data)
         peer = self.peer
-        if peer is not None and not peer._write_paused and self._inbox_size > peer._high:
+        if (
+            peer is not None
+            and not peer._write_paused
+            and not peer._lost
+            and self._inbox_size > peer._high
+        ):
             peer._write_paused = True
             peer._protocol.pause_writing()
         self._schedule()
@@ -222,7 +227,7 @@ class PipeEnd(asyncio.Transport):
             inbox.clear()
             self._inbox_size = 0
             peer = self.peer
-            if peer is not None and peer._write_paused:
+            if peer is not None and peer._write_paused and not peer._lost:
                 peer._write_paused = False
                 peer._protocol.resume_writing()
             self._protocol.data_received(data)
@@ -236,4 +241,11 @@ class PipeEnd(asyncio.Transport):
     def _lose(self, exc: Exception | None) -> None:
         if not self._lost:
             self._lost = True
-            self._loop.call_soon(self._protocol.connection_lost, exc)
+            self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        protocol, self._protocol = self._protocol, None
+        peer = self.peer
+        if peer is not None and peer._lost:  # both ends done: no cycle left for the GC
+            self.peer = peer.peer = None
+        protocol.connection_lost(exc)
