@@ -25,8 +25,10 @@ from roost.catalog import certs as c
 from roost.catalog import records as r
 from roost.catalog.client import Catalog
 from roost.catalog.sqlite import SqliteStore
-from roost.config.model import AppConfig, Service, ServicePort
+from roost.config.model import AppConfig, Concurrency, Service, ServicePort
+from roost.node.routes import build_instance_table
 from roost.proxy import Backend, RouteHolder, RouteTable, start_edge
+from roost.proxy.admission import Admission, TableHolder
 from roost.proxy.edge import Edge, EdgeTls
 from roost.proxy.tls import pki
 from roost.proxy.tls.certcache import CertCache
@@ -62,6 +64,8 @@ class Rig:
     seal: c.KeySeal
     http01: Http01Responder
     raw_bytes: bytearray
+    admission: Admission
+    held_accepted: list[int]
 
     @property
     def https(self) -> int:
@@ -94,7 +98,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
     raw = await asyncio.start_server(record, "127.0.0.1", 0)
 
+    held_accepted = [0]
+
     async def echo_raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held_accepted[0] += 1
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
                 writer.write(data)
@@ -113,7 +120,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             "raw": _app("raw", Service(name="services.0", internal_port=9443,
                                        ports=(ServicePort(port=443),))),
             "held": _app("held", Service(name="services.0", internal_port=9443,
-                                         ports=(ServicePort(port=443),))),
+                                         ports=(ServicePort(port=443),),
+                                         concurrency=Concurrency(hard_limit=1))),
         },
         instances={
             "i1": r.Instance(id="i1", app="raw", node="n", region="local", process_group="app",
@@ -121,6 +129,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                              ports={"9443": raw.sockets[0].getsockname()[1]}),
             "i2": r.Instance(id="i2", app="held", node="n", region="local", process_group="app",
                              app_version=1, state="started", healthy=True,
+                             port=held.sockets[0].getsockname()[1],
                              ports={"9443": held.sockets[0].getsockname()[1]}),
         },
     )  # fmt: skip
@@ -136,10 +145,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await asyncio.wait_for(cache.ready.wait(), 5)
     http01 = Http01Responder()
     tls = EdgeTls("127.0.0.1", 0, cache)
+    # the host proxy's view of this node: "held" has hard_limit 1 (from its TLS service)
+    admission = Admission()
+    host_table = TableHolder(build_instance_table(view.apps, view.instances, "n"))
     edge = await start_edge(
-        "127.0.0.1", 0, holder, region="test", tls=tls, http01=http01, sites=sites
-    )
-    rig = Rig(edge, catalog, seal, http01, raw_bytes)
+        "127.0.0.1", 0, holder, region="test", tls=tls, http01=http01, sites=sites,
+        admission=admission, host_table=host_table,
+    )  # fmt: skip
+    rig = Rig(edge, catalog, seal, http01, raw_bytes, admission, held_accepted)
     await rig.put_cert(WEB)
     yield rig
     await edge.close(1.0)
@@ -325,3 +338,21 @@ async def test_shutdown_aborts_a_passthrough_relay_left_open_at_the_drain_timeou
     with contextlib.suppress(ConnectionError):
         assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_passthrough_relay_holds_a_slot_of_its_instance_hard_limit(rig: Rig) -> None:
+    """A relay is a connection to the instance: with hard_limit 1 a second one is closed
+    before anything reaches the instance, and the slot is free again once the first ends."""
+    _, writer = await _open_relay(rig)
+    assert rig.admission.load("i2") == 1 and rig.held_accepted == [1]
+    second_r, second_w = await asyncio.open_connection("127.0.0.1", rig.https)
+    second_w.write(_client_hello(HELD))
+    with contextlib.suppress(ConnectionError):
+        assert await asyncio.wait_for(second_r.read(), 5) == b""  # closed: no room
+    second_w.close()
+    assert rig.held_accepted == [1]  # the instance never saw the second one
+    writer.close()
+    await await_until(lambda: _async(rig.admission.load("i2") == 0), 5, what="slot released")
+    _, third_w = await _open_relay(rig)
+    assert rig.held_accepted == [2]
+    third_w.close()

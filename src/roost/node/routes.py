@@ -37,6 +37,8 @@ def _routable(inst: r.Instance) -> bool:
 
 def _concurrency(app: r.App, inst: r.Instance) -> Concurrency:
     service = app.config.http_service_for(inst.process_group)
+    if service is None:  # e.g. only a TLS passthrough service: its limits count the relays
+        service = next(iter(app.config.services_for(inst.process_group)), None)
     return service.concurrency if service is not None else Concurrency()
 
 

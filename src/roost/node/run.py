@@ -301,6 +301,7 @@ async def run_node(
                 region=opts.region,
                 metrics=metrics,
                 admission=host.admission,
+                host_table=host_table,
                 tls=tls,
                 http01=http01 if opts.acme_directory else None,
                 sites=sites,

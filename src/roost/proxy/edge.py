@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from roost.proxy.admission import Admission
+from roost.proxy.admission import Admission, TableHolder
 from roost.proxy.edge_context import EdgeContext, Limits
 from roost.proxy.forwarding import RequestIds
 from roost.proxy.h2conn import H2Options
@@ -132,6 +132,7 @@ async def start_edge(
     tls: EdgeTls | None = None,
     http01: Http01Responder | None = None,
     sites: Sites | None = None,
+    host_table: TableHolder | None = None,
     **limits: Any,
 ) -> Edge:
     """Listen on ``host:port`` (``0`` = any free port) and proxy HTTP/1.x by ``routes``.
@@ -143,6 +144,8 @@ async def start_edge(
     node id -> seconds from this edge (default 0.0: everything is on this node).
     ``tls``: also listen for HTTPS (see :class:`EdgeTls`). ``http01``: answer ACME HTTP-01
     tokens on the plain port. ``sites``: per-app policy (``force_https``, passthrough).
+    ``host_table`` (with ``admission``): this node's instances as the host proxy knows them;
+    a passthrough relay takes one of its instance's ``hard_limit`` slots while open.
     """
     loop = loop or asyncio.get_running_loop()
     config = Limits(**limits)
@@ -184,7 +187,10 @@ async def start_edge(
     if tls is not None:
         if sites is not None:
             passthrough = Passthrough(
-                loop, sites.passthrough_target, connect_timeout=config.connect_timeout
+                loop,
+                sites.passthrough_targets,
+                connect_timeout=config.connect_timeout,
+                slots=None if admission is None else _slots(admission, host_table),
             )
         listener = _tls_listener(loop, tls, make_h2, context, connections, passthrough)
     intercept = plain_http_intercept(sites, http01, None if listener is None else listener.port)
@@ -234,3 +240,22 @@ def _tls_listener(
         hello_timeout=tls.hello_timeout,
         handshake_timeout=tls.handshake_timeout,
     )
+
+
+def _slots(admission: Admission, table: TableHolder | None) -> Callable[[str], Any]:
+    """A passthrough relay's slot on an instance: ``admission`` counts it against the
+    instance's hard limit (an instance the host proxy does not know yet: no limit known)."""
+
+    def slot(instance_id: str) -> Callable[[], None] | None:
+        target = None if table is None else table.table.get(instance_id)
+        if target is None:
+            return _unlimited
+        if not admission.try_acquire(target):
+            return None
+        return lambda: admission.release(target)
+
+    return slot
+
+
+def _unlimited() -> None:
+    """The release of a relay to an instance without a known limit."""

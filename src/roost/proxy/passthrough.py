@@ -1,17 +1,22 @@
 """SNI passthrough: relay a TLS connection, ClientHello untouched, to an app's instance.
 
 The TLS listener (:mod:`roost.proxy.tls.terminate`) peeks at the ClientHello without reading
-it; when ``target(server_name)`` names an address (an app with a no-handler port 443, see
-:mod:`roost.proxy.tls.sites`), :class:`Passthrough` connects there and only then hands the
+it; when ``target(server_name)`` names instances (an app with a no-handler port 443, see
+:mod:`roost.proxy.tls.sites`), :class:`Passthrough` connects to one and only then hands the
 client socket to the loop, so the backend reads the very bytes the client sent, ClientHello
 first. From then on it is a :class:`~roost.proxy.tunnel.Tunnel`: bytes both ways with
 backpressure and half-close. No certificate, no decryption, no HTTP at the edge.
 
-A backend that cannot be reached within ``connect_timeout`` gets the client closed (TLS
-clients then report a handshake failure). On shutdown, :meth:`Passthrough.drain` lets open
-relays end by themselves (the edge cannot see requests inside TLS, so an open relay counts as
-in flight) for up to the drain timeout, then aborts the rest; :meth:`Passthrough.close`
-aborts every relay at once.
+Limits: the relay is a connection to the instance, so with ``slots`` (the host proxy's
+admission on this node) it takes one of the instance's ``hard_limit`` slots for as long as
+it is open -- the same count HTTP requests take, so the limit holds in one place. The
+candidates come in random order; one at its hard limit or unreachable is skipped (nothing
+was sent to it yet); when none has room the client is closed (TLS clients then report a
+handshake failure), as when no backend can be reached within ``connect_timeout``.
+
+On shutdown, :meth:`Passthrough.drain` lets open relays end by themselves (the edge cannot
+see requests inside TLS, so an open relay counts as in flight) for up to the drain timeout,
+then aborts the rest; :meth:`Passthrough.close` aborts every relay at once.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from roost.proxy.tunnel import CLIENT, UPSTREAM, Tunnel
 
 __all__ = ["Passthrough"]
 
-Target = Callable[[str | None], tuple[str, int] | None]
+Target = Callable[[str | None], list[tuple[str, int]] | None]  # SNI -> (instance id, port)
+Release = Callable[[], None]
+Slots = Callable[[str], Release | None]  # instance id -> its slot's release, None: full
+
+
+def _no_slot() -> None:
+    """The release of a relay without limits."""
 
 
 class _Side(asyncio.Protocol):
@@ -68,18 +79,29 @@ class _Side(asyncio.Protocol):
 
 
 class _Relay:
-    __slots__ = ("done", "sides", "tunnel")
+    __slots__ = ("done", "ended", "release", "sides", "tunnel")
 
     def __init__(self, done: Callable[[_Relay], None]) -> None:
         self.sides = (_Side(self, CLIENT), _Side(self, UPSTREAM))
         self.tunnel: Tunnel | None = None
         self.done = done
+        self.ended = False
+        self.release: Release | None = None  # the instance slot this relay holds
+
+    def finish(self) -> None:
+        """The relay is over (once): ``done`` gives its slot back."""
+        if not self.ended:
+            self.ended = True
+            self.done(self)
 
     def side_up(self) -> None:
         client, upstream = (side.transport for side in self.sides)
+        if self.ended:  # one side was lost before the other came up
+            self.abort()
+            return
         if client is None or upstream is None:
             return
-        self.tunnel = Tunnel(client, upstream, lambda: self.done(self))
+        self.tunnel = Tunnel(client, upstream, self.finish)
         for side in self.sides:
             for data in side.early:
                 self.tunnel.received(side.side, data)
@@ -90,6 +112,7 @@ class _Relay:
             self.tunnel.lost(side)
         else:
             self.abort()
+            self.finish()
 
     def abort(self) -> None:
         for side in self.sides:
@@ -106,29 +129,29 @@ class Passthrough:
         target: Target,
         *,
         connect_timeout: float = 5.0,
+        slots: Slots | None = None,
     ) -> None:
         self.loop = loop
         self.target = target
         self.connect_timeout = connect_timeout
+        self.slots = slots
         self.relays: set[_Relay] = set()
         self._empty: asyncio.Event | None = None  # set when the last relay ends (drain)
 
     def __call__(self, hello: ClientHello, sock: socket.socket) -> Awaitable[None] | None:
-        address = self.target(hello.server_name)
-        return None if address is None else self._relay(address, sock)
+        targets = self.target(hello.server_name)
+        return None if targets is None else self._relay(targets, sock)
 
-    async def _relay(self, address: tuple[str, int], sock: socket.socket) -> None:
+    async def _relay(self, targets: list[tuple[str, int]], sock: socket.socket) -> None:
         relay = _Relay(self._ended)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                await self.loop.create_connection(lambda: relay.sides[UPSTREAM], *address)
-        except (OSError, TimeoutError):
-            sock.close()
-            return
+            connected = await self._connect(relay, targets)
         except asyncio.CancelledError:
             sock.close()
-            relay.abort()
             raise
+        if not connected:
+            sock.close()
+            return
         self.relays.add(relay)
         try:
             await self.loop.connect_accepted_socket(lambda: relay.sides[CLIENT], sock)
@@ -138,13 +161,40 @@ class Passthrough:
             self._drop(relay, sock)
             raise
 
+    async def _connect(self, relay: _Relay, targets: list[tuple[str, int]]) -> bool:
+        """Connect the relay's upstream side to the first target with room (a slot taken
+        first, given back if the connect fails); False if none."""
+        for instance_id, port in targets:
+            release = self.slots(instance_id) if self.slots is not None else _no_slot
+            if release is None:
+                continue  # at its hard limit
+            relay.release = release
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await self.loop.create_connection(
+                        lambda: relay.sides[UPSTREAM], "127.0.0.1", port
+                    )
+                return True
+            except (OSError, TimeoutError):
+                relay.release = None
+                release()
+            except asyncio.CancelledError:
+                relay.release = None
+                release()
+                relay.abort()
+                raise
+        return False
+
     def _drop(self, relay: _Relay, sock: socket.socket) -> None:
         relay.abort()
-        self._ended(relay)
+        relay.finish()
         with contextlib.suppress(OSError):
             sock.close()
 
     def _ended(self, relay: _Relay) -> None:
+        release, relay.release = relay.release, None
+        if release is not None:
+            release()  # exactly once per relay
         self.relays.discard(relay)
         if not self.relays and self._empty is not None:
             self._empty.set()

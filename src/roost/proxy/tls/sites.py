@@ -101,9 +101,10 @@ class Sites:
         policy = self.policy
         return bool(policy.self_signed) and self.app_for(name) in policy.self_signed
 
-    def passthrough_target(self, server_name: str | None) -> tuple[str, int] | None:
-        """``(host, port)`` of an instance to relay a TLS connection for ``server_name`` to,
-        or None (terminate it here). Only apps with a no-handler port 443 are relayed."""
+    def passthrough_targets(self, server_name: str | None) -> list[tuple[str, int]] | None:
+        """``(instance id, port)`` of the instances to relay a TLS connection for
+        ``server_name`` to, in random order (the relay takes the first with room), or None
+        (terminate it here). Only apps with a no-handler port 443 are relayed."""
         ports = self.policy.passthrough
         if not ports or server_name is None:
             return None
@@ -113,7 +114,7 @@ class Sites:
             return None
         key = str(internal)
         targets = [
-            inst.ports[key]
+            (inst.id, inst.ports[key])
             for inst in self.view.instances.values()
             if inst.app == app
             and inst.desired == "started"
@@ -121,7 +122,8 @@ class Sites:
             and inst.healthy
             and key in inst.ports
         ]
-        return ("127.0.0.1", self.rng.choice(targets)) if targets else None
+        self.rng.shuffle(targets)
+        return targets
 
 
 def plain_http_intercept(
