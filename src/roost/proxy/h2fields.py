@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import re
 
-from hpack import NeverIndexedHeaderTuple
-
+from roost.proxy.h2hpack import REQUEST_ID, RequestIdField
 from roost.proxy.headers import HOP_BY_HOP, Headers
 
 __all__ = ["plainly_valid", "response_fields", "to_http1"]
 
-_RID = b"roost-request-id"
+_RID = REQUEST_ID
 # RFC 9113 section 8.2.1: a name holds none of 0x00-0x20, 0x41-0x5a (upper case), 0x7f-0xff,
 # and no colon (a pseudo-header's leading one aside)
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+").fullmatch
@@ -104,11 +103,13 @@ def to_http1(headers: Headers, ended: bool) -> tuple[bytes, bytes, Headers]:
 
 def response_fields(headers: Headers) -> Headers:
     """HTTP/1.1 fields as HTTP/2 fields: lower-case names, no connection-specific ones; the
-    request id (new in every response) kept out of HPACK's table, where it would only evict."""
+    request id (new in every response) kept out of HPACK's table, where it would only evict,
+    as a :class:`~roost.proxy.h2hpack.RequestIdField` (written without Huffman coding: no
+    per-response coding work for a value that never repeats)."""
     out: Headers = []
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP:
             continue
-        out.append(NeverIndexedHeaderTuple(lower, value) if lower == _RID else (lower, value))
+        out.append(RequestIdField(lower, value) if lower == _RID else (lower, value))
     return out
