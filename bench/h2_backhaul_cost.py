@@ -27,75 +27,28 @@ import itertools
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import h2.config
 import h2.events as ev
 import uvloop
-from _common import FakeTransport, cost_harness_args, print_rounds
+from _common import cost_harness_args, print_rounds
+from _h2backhaul import RESPONSE, Sink, edge_connection, request_fields
 
 from roost.proxy import h2wire
-from roost.proxy.h2backhaul import BackhaulConnection, H2BackhaulPool, request_block
-from roost.proxy.headers import ResponseInfo, prepare_request
-from roost.proxy.routes import Backend
-from roost.proxy.upstream import pool_key
-
-AUTHORITY = b"fast.localhost"
-RESPONSE = [
-    (b":status", b"200"),
-    (b"server", b"nginx/1.22.1"),
-    (b"date", b"Fri, 27 Nov 2026 05:00:00 GMT"),
-    (b"content-type", b"text/plain"),
-    (b"content-length", b"2"),
-]
-INFO = ResponseInfo(content_length=2)
-
-
-class _Sink:
-    """An exchange, as far as the backhaul stream sees it: counts finished responses."""
-
-    replayable = True
-    done = 0
-
-    def upstream_interim(self, status: int, reason: bytes, headers: Any) -> None: ...
-
-    def upstream_head(self, status: int, reason: bytes, headers: Any) -> ResponseInfo:
-        return INFO
-
-    def upstream_body(self, data: bytes) -> None: ...
-
-    def upstream_end(self, trailers: Any) -> None:
-        _Sink.done += 1
-
-    def upstream_failed(self, err: Any) -> None:
-        raise SystemExit(f"request failed: {err}")
-
-    def upstream_flush(self) -> None: ...
-    def upstream_write_paused(self) -> None: ...
-    def upstream_write_resumed(self) -> None: ...
+from roost.proxy.h2backhaul import request_block
 
 
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    backend = Backend(instance_id="bench-backend", host="127.0.0.1", port=9)
-    pool = H2BackhaulPool(loop)
-    conn = BackhaulConnection(pool, pool_key(backend))
-    pool._conns[conn.key] = [conn]
-    side = FakeTransport()
-    conn.connection_made(side)
+    backend, pool, conn, side = edge_connection(loop)
 
     server = h2wire.new_connection(
         h2.config.H2Configuration(client_side=False, header_encoding=None)
     )
     server.initiate_connection()
-    fields, _ = prepare_request(
-        [(b"host", AUTHORITY), (b"user-agent", b"h2load nghttp2/1.52.0")],
-        (),
-        b"127.0.0.1",
-        b"0000000000000000",
-    )
+    fields = request_fields()
     ids = itertools.count()
 
     def server_reads() -> bytes:
@@ -117,7 +70,7 @@ async def run(args: argparse.Namespace) -> None:
         for block in blocks:
             stream = pool.take(backend)
             assert stream is not None
-            stream.send_request(_Sink(), block, chunked=False, has_body=False, head_req=False)
+            stream.send_request(Sink(), block, chunked=False, has_body=False, head_req=False)
             stream.flush()
         await asyncio.sleep(0)  # the end of the loop's turn: the connection writes
         elapsed = time.process_time() - t0
@@ -137,11 +90,11 @@ async def run(args: argparse.Namespace) -> None:
         await batch()
     rounds = []
     for _ in range(args.rounds):
-        before, elapsed = _Sink.done, 0.0
+        before, elapsed = Sink.done, 0.0
         for _ in range(args.batches):
             elapsed += await batch()
-        if _Sink.done - before != args.batches * args.streams:
-            raise SystemExit(f"only {_Sink.done - before} of {args.batches * args.streams}")
+        if Sink.done - before != args.batches * args.streams:
+            raise SystemExit(f"only {Sink.done - before} of {args.batches * args.streams}")
         rounds.append(elapsed / (args.batches * args.streams) * 1e6)
         if args.verbose:
             print(f"  round {len(rounds)}: {rounds[-1]:.1f} µs/request")

@@ -38,16 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import h2.config
 import h2.events as ev
 import uvloop
-from _common import FakeTransport, cost_harness_args, print_rounds
+from _common import cost_harness_args, print_rounds
+from _h2backhaul import RESPONSE, Sink, edge_connection, request_fields
 
 from roost.proxy import h2wire
-from roost.proxy.h2backhaul import BackhaulConnection, H2BackhaulPool, request_block
-from roost.proxy.headers import ResponseInfo, prepare_request
+from roost.proxy.h2backhaul import request_block
 from roost.proxy.host import BACKHAUL_H2
-from roost.proxy.routes import Backend
-from roost.proxy.upstream import pool_key
 
-AUTHORITY = b"fast.localhost"
 INSTANCE = (b"roost-instance", b"i-0123456789ab")
 HOST_CONFIG = h2.config.H2Configuration(  # http2._CONFIG: the host's backhaul listener
     client_side=False,
@@ -56,39 +53,7 @@ HOST_CONFIG = h2.config.H2Configuration(  # http2._CONFIG: the host's backhaul l
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
-RESPONSE = [
-    (b":status", b"200"),
-    (b"server", b"nginx/1.22.1"),
-    (b"date", b"Fri, 27 Nov 2026 05:00:00 GMT"),
-    (b"content-type", b"text/plain"),
-    (b"content-length", b"2"),
-]
-INFO = ResponseInfo(content_length=2)
 _FRAME = struct.Struct(">HBBBL")
-
-
-class _Sink:
-    """An exchange, as far as the backhaul stream sees it: counts finished responses."""
-
-    replayable = True
-    done = 0
-
-    def upstream_interim(self, status: int, reason: bytes, headers: Any) -> None: ...
-
-    def upstream_head(self, status: int, reason: bytes, headers: Any) -> ResponseInfo:
-        return INFO
-
-    def upstream_body(self, data: bytes) -> None: ...
-
-    def upstream_end(self, trailers: Any) -> None:
-        _Sink.done += 1
-
-    def upstream_failed(self, err: Any) -> None:
-        raise SystemExit(f"request failed: {err}")
-
-    def upstream_flush(self) -> None: ...
-    def upstream_write_paused(self) -> None: ...
-    def upstream_write_resumed(self) -> None: ...
 
 
 def header_blocks(data: bytes) -> list[bytes]:
@@ -107,24 +72,14 @@ def header_blocks(data: bytes) -> list[bytes]:
 
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    backend = Backend(instance_id="bench-backend", host="127.0.0.1", port=9)
-    pool = H2BackhaulPool(loop)
-    conn = BackhaulConnection(pool, pool_key(backend))
-    pool._conns[conn.key] = [conn]
-    side = FakeTransport()
-    conn.connection_made(side)
+    backend, pool, conn, side = edge_connection(loop)
 
     limit = BACKHAUL_H2.limits.max_header_list_size
     host = h2wire.new_connection(HOST_CONFIG)
     host.initiate_connection()
     host.decoder.max_header_list_size = limit
     shadow = h2wire.CachingDecoder(limit)  # fed the same blocks in the same order
-    fields, _ = prepare_request(
-        [(b"host", AUTHORITY), (b"user-agent", b"h2load nghttp2/1.52.0")],
-        (),
-        b"127.0.0.1",
-        b"0000000000000000",
-    )
+    fields = request_fields()
     ids = itertools.count()
 
     def edge_writes() -> bytes:
@@ -145,7 +100,7 @@ async def run(args: argparse.Namespace) -> None:
             stream = pool.take(backend)
             assert stream is not None
             stream.send_request(
-                _Sink(), [*block, INSTANCE], chunked=False, has_body=False, head_req=False
+                Sink(), [*block, INSTANCE], chunked=False, has_body=False, head_req=False
             )
             stream.flush()
         await asyncio.sleep(0)  # the end of the loop's turn: the edge's connection writes
@@ -172,14 +127,14 @@ async def run(args: argparse.Namespace) -> None:
         await batch()
     receive, decode = [], []
     for _ in range(args.rounds):
-        before, r_sum, d_sum = _Sink.done, 0.0, 0.0
+        before, r_sum, d_sum = Sink.done, 0.0, 0.0
         for _ in range(args.batches):
             r, d = await batch()
             r_sum += r
             d_sum += d
         n = args.batches * args.streams
-        if _Sink.done - before != n:
-            raise SystemExit(f"only {_Sink.done - before} of {n}")
+        if Sink.done - before != n:
+            raise SystemExit(f"only {Sink.done - before} of {n}")
         receive.append(r_sum / n * 1e6)
         decode.append(d_sum / n * 1e6)
         if args.verbose:

@@ -159,26 +159,21 @@ class PipeEnd(asyncio.Transport):
 
     def close(self) -> None:
         """Bytes written so far still reach the peer, then its EOF; this end is lost."""
-        if self._closing:
-            return
-        self._closing = True
-        self._inbox.clear()
-        self._inbox_size = 0
-        peer = self.peer
-        if peer is not None:
-            peer._receive_eof()
-        self._lose(None)
+        if not self._closing:
+            self._shut(PipeEnd._receive_eof)
 
     def abort(self) -> None:
         """Nothing more is delivered either way; the peer sees a reset."""
-        if self._lost:
-            return
+        if not self._lost:
+            self._shut(PipeEnd._reset)
+
+    def _shut(self, tell_peer: Callable[[PipeEnd], None]) -> None:
         self._closing = True
         self._inbox.clear()
         self._inbox_size = 0
         peer = self.peer
         if peer is not None:
-            peer._reset()
+            tell_peer(peer)
         self._lose(None)
 
     # -- the peer's side ---------------------------------------------------------------------
