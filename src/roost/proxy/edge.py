@@ -39,7 +39,7 @@ from roost.proxy.h2conn import H2Options
 from roost.proxy.http1 import ClientConnection
 from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.metrics import Metrics, NullMetrics
-from roost.proxy.passthrough import Passthrough
+from roost.proxy.passthrough import Passthrough, Slots, unlimited
 from roost.proxy.preface import PrefaceSniffer
 from roost.proxy.routes import RouteHolder
 from roost.proxy.server import ConnectionRegistry, ProxyServer
@@ -242,20 +242,16 @@ def _tls_listener(
     )
 
 
-def _slots(admission: Admission, table: TableHolder | None) -> Callable[[str], Any]:
+def _slots(admission: Admission, table: TableHolder | None) -> Slots:
     """A passthrough relay's slot on an instance: ``admission`` counts it against the
     instance's hard limit (an instance the host proxy does not know yet: no limit known)."""
 
     def slot(instance_id: str) -> Callable[[], None] | None:
         target = None if table is None else table.table.get(instance_id)
         if target is None:
-            return _unlimited
+            return unlimited
         if not admission.try_acquire(target):
             return None
         return lambda: admission.release(target)
 
     return slot
-
-
-def _unlimited() -> None:
-    """The release of a relay to an instance without a known limit."""

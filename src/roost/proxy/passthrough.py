@@ -36,8 +36,8 @@ Release = Callable[[], None]
 Slots = Callable[[str], Release | None]  # instance id -> its slot's release, None: full
 
 
-def _no_slot() -> None:
-    """The release of a relay without limits."""
+def unlimited() -> None:
+    """The release of a relay without a known limit (no slot was taken)."""
 
 
 class _Side(asyncio.Protocol):
@@ -165,7 +165,7 @@ class Passthrough:
         """Connect the relay's upstream side to the first target with room (a slot taken
         first, given back if the connect fails); False if none."""
         for instance_id, port in targets:
-            release = self.slots(instance_id) if self.slots is not None else _no_slot
+            release = self.slots(instance_id) if self.slots is not None else unlimited
             if release is None:
                 continue  # at its hard limit
             relay.release = release

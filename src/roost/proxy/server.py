@@ -71,7 +71,7 @@ class ConnectionRegistry:
         now = self._loop.time()
         end = start + self._slice
         alive = self.connections
-        for conn in conns[start:end] if start or end < len(conns) else conns:
+        for conn in conns[start:end]:
             if conn in alive:  # one that closed since the walk began is left alone
                 conn.check_deadlines(now)
         if end < len(conns):
