@@ -50,7 +50,7 @@ class Limits:
     backhaul_h2_max_streams: int = 100  # streams per HTTP/2 backhaul connection
     backhaul_h2_idle_timeout: float = 30.0  # an HTTP/2 backhaul connection without streams
     shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
-    congested_batch: int = 16  # requests per loop turn of an app at capacity (workgate)
+    congested_batch: int = 4  # requests per loop turn of an app at capacity (workgate)
     new_connections_batch: int = 32  # new connections' first requests per loop turn (edge)
 
     @property

@@ -84,7 +84,7 @@ class WorkGate:
         schedule: Callable[[Callable[[], None]], object],
         congested: Callable[[str], bool],
         *,
-        batch: int = 16,
+        batch: int = 4,
         on_hold: Callable[[str], object] | None = None,
         batches: dict[str, int] | None = None,
     ) -> None:
