@@ -51,7 +51,7 @@ class Limits:
     backhaul_h2_idle_timeout: float = 30.0  # an HTTP/2 backhaul connection without streams
     shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
     congested_batch: int = 4  # requests per loop turn of an app at capacity (workgate)
-    new_connections_batch: int = 32  # new connections' first requests per loop turn (edge)
+    new_connections_batch: int = 8  # new connections' first requests per loop turn (edge)
 
     @property
     def tick(self) -> float:
