@@ -259,12 +259,9 @@ async def run_node(
         # the data plane: route sync feeds the edge's routes and the host proxy's table
         holder, host_table = RouteHolder(RouteTable.build((), {})), TableHolder()
         limits = {"shutdown_timeout": opts.drain_timeout, **opts.proxy_limits}
+        path = str(data_dir / "backhaul.sock")
         host = await _listening(
-            "backhaul",
-            str(data_dir / "backhaul.sock"),
-            start_host_proxy(
-                str(data_dir / "backhaul.sock"), host_table, metrics=metrics, **limits
-            ),
+            "backhaul", path, start_host_proxy(path, host_table, metrics=metrics, **limits)
         )
         backhaul = unix_address(host.path)
         cert_routes = CertRoutes(holder)  # certificate hostnames route to their apps
