@@ -20,6 +20,7 @@ Rounds are run back to back, peers in rotated order; tables show the median of t
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -395,7 +396,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s runs (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="run Roost from this source tree (e.g. a `git worktree` of an older commit's "
+        "src/): a before/after comparison in the same minutes",
+    )
     args = parser.parse_args()
+    if args.src is not None:
+        if not (args.src / "roost" / "__init__.py").is_file():
+            print(f"--src {args.src}: no roost package there", file=sys.stderr)
+            return 2
+        os.environ["PYTHONPATH"] = str(args.src.resolve())  # every child inherits it
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     args.notes = []
@@ -409,6 +421,8 @@ def main() -> int:
         return 2
     install_sigterm()
     print(f"throughput: {machine_note()}")
+    if args.src is not None:
+        print(f"roost from: {args.src.resolve()}")
     print(f"pinning: proxy on CPU {PROXY_CPU}; load generator and backend on CPU {LOAD_CPU}")
     if warn := busy_note():
         print(warn)
