@@ -147,6 +147,25 @@ def start_nginx(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
 # ---------------------------------------------------------------- haproxy
 
 
+def haproxy_head(*, maxconn: int = 4000, queue_timeout: float = 5.0) -> str:
+    """The ``global`` and ``defaults`` sections every haproxy here uses (one thread)."""
+    return f"""
+global
+    nbthread 1
+    maxconn {maxconn}
+    tune.bufsize 16384
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 120s
+    timeout http-keep-alive 75s
+    timeout queue {int(queue_timeout * 1000)}
+    option http-keep-alive
+    http-reuse always
+"""
+
+
 def haproxy_config(
     port: int,
     servers: list[int],
@@ -162,21 +181,9 @@ def haproxy_config(
         f"    server s{i} {HOST}:{p}{per_server}" for i, p in enumerate(servers, start=1)
     )
     h2_bind = f"    bind {HOST}:{h2c} proto h2\n" if h2c else ""
-    return f"""
-global
-    nbthread 1
-    maxconn 4000
-    tune.bufsize 16384
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 75s
-    timeout server 120s
-    timeout http-keep-alive 75s
-    timeout queue {int(queue_timeout * 1000)}
-    option http-keep-alive
-    http-reuse always
-frontend fe
+    return (
+        haproxy_head(queue_timeout=queue_timeout)
+        + f"""frontend fe
     bind {HOST}:{port}
 {h2_bind}    option forwardfor
     default_backend be
@@ -184,6 +191,7 @@ backend be
     balance {balance}
 {lines}
 """
+    )
 
 
 def start_haproxy(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:

@@ -61,7 +61,7 @@ from _common import (
     workdir,
     write_results_json,
 )
-from _peers import RoostNode, run_haproxy, start_roost_node, write_app
+from _peers import RoostNode, haproxy_head, run_haproxy, start_roost_node, write_app
 
 APP = BENCH / "apps" / "cpu_app.py"
 PHASES = ("baseline", "flood-paced", "flood-max")
@@ -85,20 +85,9 @@ def haproxy_two_apps(port: int, a_ports: list[int], b_port: int, hard_limit: int
     a_servers = "\n".join(
         f"    server a{i} 127.0.0.1:{p} maxconn {hard_limit}" for i, p in enumerate(a_ports, 1)
     )
-    return f"""
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 75s
-    timeout server 120s
-    timeout http-keep-alive 75s
-    timeout queue {WAIT_S * 1000}
-    option http-keep-alive
-    http-reuse always
-frontend fe
+    return (
+        haproxy_head(maxconn=8000, queue_timeout=WAIT_S)
+        + f"""frontend fe
     bind 127.0.0.1:{port}
     option forwardfor
     acl host_a hdr(host) -i a.localhost
@@ -112,6 +101,7 @@ backend a
 backend b
     server b1 127.0.0.1:{b_port}
 """
+    )
 
 
 def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
