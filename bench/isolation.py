@@ -23,17 +23,22 @@ req/s, i.e. well past A's capacity but paced) and ``flood-max`` (wrk ``-c--flood
 closed loop at full speed: as much as the load generator's core can send). Reported: B's
 p50/p99/errors per phase, B's p99 ratio vs the baseline (target <= 1.2x), what A's flood
 got (2xx/503/other) and how busy the Roost process was. The flood generators run at
-``nice 19`` so that, on the shared CPU 1, they do not starve B's generator and instance
-(else B's latency would measure the load generator, not the proxy).
+``nice 19``, and B's generator (while it measures) and B's instance at real-time priority
+(``SCHED_FIFO``; ``--no-rt`` turns that off), so that on the shared CPU 1 the flood's
+generator does not delay them: else B's latency measures the load generator, not the proxy
+(with ``nice`` alone, B sent straight to its instance -- the "direct" control -- still got
+~2x slower under the paced flood). The proxies (Roost, haproxy) run at ordinary priority.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +71,7 @@ from _peers import RoostNode, haproxy_head, run_haproxy, start_roost_node, write
 APP = BENCH / "apps" / "cpu_app.py"
 PHASES = ("baseline", "flood-paced", "flood-max")
 TARGET = 1.2
+RT_PRIORITY = 10  # SCHED_FIFO priority of B's generator and instance (--rt)
 A_QUEUE = 200  # Roost's default per-app wait queue length (the peer's A queue matches it)
 WAIT_S = 5  # Roost's default per-app wait (the peer's timeout queue)
 
@@ -105,11 +111,8 @@ backend b
 
 
 def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
-    common = {
-        "command": f"{PYTHON} cpu_app.py",
-        "env": {"BENCH_CPUS": LOAD_CPU},
-        "files": {"cpu_app.py": APP},
-    }
+    common = {"command": f"{PYTHON} cpu_app.py", "files": {"cpu_app.py": APP}}
+    b_env = {"BENCH_CPUS": LOAD_CPU, **({"BENCH_RT": str(RT_PRIORITY)} if args.rt else {})}
     node.deploy(
         write_app(
             work / "app-a",
@@ -117,13 +120,30 @@ def deploy_apps(node: RoostNode, work: Path, args: argparse.Namespace) -> None:
             count=args.a_instances,
             soft_limit=max(1, args.a_hard_limit // 2),
             hard_limit=args.a_hard_limit,
+            env={"BENCH_CPUS": LOAD_CPU},
             **common,
         ),
         "a",
     )  # type: ignore[arg-type]
     node.deploy(
-        write_app(work / "app-b", name="b", count=1, soft_limit=20, hard_limit=100, **common), "b"
+        write_app(
+            work / "app-b", name="b", count=1, soft_limit=20, hard_limit=100, env=b_env, **common
+        ),
+        "b",
     )  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _b_priority(rt: bool) -> Iterator[None]:
+    """B's generator (the calling thread) at real-time priority for the block, if ``rt``."""
+    if not rt:
+        yield
+        return
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def run_phase(
@@ -162,33 +182,34 @@ def run_phase(
         thread.start()
         time.sleep(1.5)  # the flood is in full swing before B's measurement starts
     control = None
-    if args.control > 0:  # same load straight to B's instance: what the proxy did not cause
-        direct = _loadgen.run(
+    with _b_priority(args.rt):  # (this thread only: the flood thread started before)
+        if args.control > 0:  # same load straight to B's instance: what the proxy did not cause
+            direct = _loadgen.run(
+                _loadgen.open_loop(
+                    b_port,
+                    "b.localhost",
+                    "/",
+                    rate=args.b_rate,
+                    duration=args.control,
+                    timeout=args.timeout,
+                )
+            )
+            control = _loadgen.summarize(direct, args.control)
+        meter = CpuMeter([target.pid])
+        meter.start()
+        started = time.monotonic()
+        samples = _loadgen.run(
             _loadgen.open_loop(
-                b_port,
+                target.port,
                 "b.localhost",
                 "/",
                 rate=args.b_rate,
-                duration=args.control,
+                duration=args.duration,
                 timeout=args.timeout,
             )
         )
-        control = _loadgen.summarize(direct, args.control)
-    meter = CpuMeter([target.pid])
-    meter.start()
-    started = time.monotonic()
-    samples = _loadgen.run(
-        _loadgen.open_loop(
-            target.port,
-            "b.localhost",
-            "/",
-            rate=args.b_rate,
-            duration=args.duration,
-            timeout=args.timeout,
-        )
-    )
-    elapsed = time.monotonic() - started
-    cpu = meter.stop()
+        elapsed = time.monotonic() - started
+        cpu = meter.stop()
     if thread is not None:
         thread.join(flood_secs + 40)
     return {
@@ -227,6 +248,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 6 s phases")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
+        "--rt",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="B's generator (while measuring) and B's instance run SCHED_FIFO on CPU 1, so "
+        "the flood's generator on the same CPU cannot delay them (--no-rt: ordinary priority)",
+    )
+    parser.add_argument(
         "--peer",
         choices=("haproxy", "none"),
         default="haproxy" if have("haproxy") else "none",
@@ -254,6 +282,7 @@ def main() -> int:
     print(
         f"pinning: roost up on CPU {PROXY_CPU}; instances, B's generator and the flood on "
         f"CPU {LOAD_CPU}"
+        + (" (B's generator and instance SCHED_FIFO: --rt)" if args.rt else " (--no-rt)")
     )
     results: dict[str, dict[str, list[dict[str, object]]]] = {}
     try:

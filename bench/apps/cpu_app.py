@@ -9,8 +9,8 @@
 Threaded (one thread per connection) and quiet (no access log). Under the GIL an instance
 uses at most one core, and concurrent CPU requests share it (processor sharing), like an
 app on a one-vCPU machine. ``max_inflight`` shows whether a proxy held the instance to its
-``hard_limit``. ``BENCH_CPUS=1`` (or ``0,1``) pins the process. Standard library only; listens
-on 127.0.0.1:$PORT.
+``hard_limit``. ``BENCH_CPUS=1`` (or ``0,1``) pins the process; ``BENCH_RT=N`` runs it
+``SCHED_FIFO`` at priority N. Standard library only; listens on 127.0.0.1:$PORT.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def main() -> None:
     cpus = os.environ.get("BENCH_CPUS")
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    rt = os.environ.get("BENCH_RT")
+    if rt:  # real-time priority (its threads inherit it): load on its CPU cannot delay it
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(rt)))
     server = Server(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler)
 
     def _stop(signum: int, frame: object) -> None:

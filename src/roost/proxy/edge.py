@@ -198,7 +198,10 @@ async def start_edge(
     def accept() -> asyncio.Protocol:
         # one port serves HTTP/1.x and HTTP/2 with prior knowledge (h2c), told apart by preface
         return PrefaceSniffer(
-            ClientConnection(context, connections, intercept), make_h2, context.gate
+            ClientConnection(context, connections, intercept),
+            make_h2,
+            context.gate,
+            context.first_bytes_key,
         )
 
     try:

@@ -23,6 +23,7 @@ from roost.proxy.h2backhaul import H2BackhaulPool, request_block
 from roost.proxy.h2conn import H2Options
 from roost.proxy.headers import Headers, RequestInfo, prepare_head, prepare_request
 from roost.proxy.metrics import Metrics
+from roost.proxy.preface import peek_host
 from roost.proxy.routes import RouteHolder
 from roost.proxy.upstream_pool import UpstreamPool
 from roost.proxy.waitqueue import WaitQueues
@@ -107,6 +108,17 @@ class EdgeContext(RelayContext):
     def congested(self, app: str) -> bool:
         """Whether ``app`` is at capacity: requests wait for a slot (see :mod:`workgate`)."""
         return self.queues.waiting(app) > 0
+
+    def first_bytes_key(self, data: bytes) -> str | None:
+        """The work gate's key for a new connection's first bytes (``preface``): the app
+        when they show a request for an app at capacity, None (no gate) for an app with
+        room, :data:`NEW` when they show no app (an h2 preface, a partial or odd head, a
+        host no app has)."""
+        host = peek_host(data)
+        route = None if host is None else self.routes.table.lookup(host.decode("latin-1"))
+        if route is None:
+            return NEW
+        return route.app if self.congested(route.app) else None
 
     def congested_app(self, host: str) -> str | None:
         if not self.queues.any_waiting():

@@ -191,6 +191,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
     def gate_hold(self) -> None:
         self.pause_reading(PAUSE_GATE)
 
+    def gate_pass(self) -> None:
+        self._gate_pass = True  # (preface.PrefaceSniffer: admitted under its app's key)
+
     def gate_release(self) -> None:
         if self._closed:
             return
