@@ -23,14 +23,15 @@ so between two batches the loop polls for I/O and other apps' requests run at on
 Nothing is dropped: a held request is processed in order, only later; when the app is no
 longer congested its queue is released in one go.
 
-Before the app is known there is a third way in, under its own key :data:`NEW` and its own
-``batches`` entry, always capped: a *new connection's first bytes* (``preface.
-PrefaceSniffer``). Floods often come as connection churn -- 1,000 clients opening
-connections on the same tick -- and parsing, routing and checking each one's request head
-(~30 µs here) would otherwise all happen in the loop turn that read them, before the gate
-can tell their app. Beyond the batch, a new connection's bytes wait (reading paused) for a
-later turn; requests on open connections -- other apps' clients -- go first. What is left
-uncapped: accepting a connection and reading its first bytes (~10 µs). HTTP/2 streams are
+A *new connection's first bytes* come in before they are parsed (``preface.
+PrefaceSniffer``): under their app's key when a scan of the head shows an app at capacity,
+not at all for an app with room, and otherwise under a key of their own, :data:`NEW`, with
+its own ``batches`` entry, always capped. Floods often come as connection churn -- 1,000
+clients opening connections on the same tick -- and parsing, routing and checking each one's
+request head (~30 µs here) would otherwise all happen in the loop turn that read them.
+Beyond the batch, a new connection's bytes wait (reading paused) for a later turn; requests
+on open connections -- and new connections of other apps -- go first. What is left uncapped:
+accepting a connection and reading its first bytes (~10 µs). HTTP/2 streams are
 held as requests (not started until their turn); their connections are never parked
 (other streams may be for other apps).
 
