@@ -159,3 +159,24 @@ async def test_open_unix_goes_in_memory_only_to_a_listener_on_this_loop(tmp_path
         localpipe.unlisten(path)
     with pytest.raises(OSError):  # nothing listens: the socket path is tried, and fails
         await localpipe.open_unix(loop, Proto, path)
+
+
+async def test_run_due_delivers_now_and_the_scheduled_callback_finds_nothing() -> None:
+    """``run_due`` (the work gate calls it between callbacks) delivers what is waiting at
+    once, in order, once; bytes written after it wait for their own callback as usual."""
+    server, client, end = pair()
+    end.write(b"one")
+    assert server.transport is not None
+    server.transport.write(b"two")
+    assert server.events == ["made"] and client.events == ["made"]
+    localpipe.run_due(asyncio.get_running_loop())
+    assert server.events == ["made", b"one"] and client.events == ["made", b"two"]
+    end.write(b"three")
+    localpipe.run_due(asyncio.get_running_loop())  # a new due list: delivered too
+    assert server.events == ["made", b"one", b"three"]
+    end.write(b"four")
+    await turns()
+    assert server.events == ["made", b"one", b"three", b"four"]  # each exactly once
+    assert client.events == ["made", b"two"]
+    localpipe.run_due(asyncio.get_running_loop())  # nothing due: nothing happens
+    assert server.events[-1] == b"four" and localpipe._due == {}

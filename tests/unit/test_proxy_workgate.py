@@ -140,3 +140,19 @@ def test_a_key_with_its_own_batch_is_always_capped() -> None:
     assert log == ["n3", "n4", "n5", "n6"] and gate.waiting() == 0
     with pytest.raises(ValueError):
         WorkGate(loop.call_soon, set().__contains__, batches={"_new": 0})
+
+
+def test_before_turn_runs_before_a_batch_is_released() -> None:
+    """Work already waiting for the loop (other apps' bytes on the in-process backhaul)
+    goes before the flooded app's next batch; with nothing held, the hook is not called."""
+    loop, log = Loop(), []
+    gate = WorkGate(
+        loop.call_soon, {"a"}.__contains__, batch=1, before_turn=lambda: log.append("due")
+    )
+    conns = [Conn(f"a{i}", log) for i in range(3)]
+    assert [gate.admit("a", c) for c in conns] == [True, False, False]
+    loop.turn()
+    loop.turn()
+    assert log == ["due", "a1", "due", "a2"]
+    loop.turn()  # the queue is empty: budgets reset, no hook
+    assert log == ["due", "a1", "due", "a2"]

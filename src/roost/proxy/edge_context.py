@@ -11,10 +11,11 @@ and the backhaul pools (HTTP/1.1 keep-alive, multiplexed HTTP/2).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 
-from roost.proxy import errors
+from roost.proxy import errors, localpipe
 from roost.proxy.context import Limits, RelayContext
 from roost.proxy.exchange import Downstream, Exchange
 from roost.proxy.forward import EdgeExchange
@@ -72,6 +73,7 @@ class EdgeContext(RelayContext):
             batch=limits.congested_batch,
             on_hold=self._gate_held,
             batches={NEW: limits.new_connections_batch},
+            before_turn=functools.partial(localpipe.run_due, loop),
         )
         self._table_seen = routes.table
 

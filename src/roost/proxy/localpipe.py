@@ -25,6 +25,10 @@ Transport semantics follow a stream socket's, as the protocols expect them:
   whose peer has closed.
 
 Why not ``socket.socketpair()``: it keeps every syscall and epoll trip this exists to save.
+
+:func:`run_due` delivers, at once, what is waiting for its ``call_soon`` on a loop: the
+edge's work gate calls it before releasing a flooded app's batch, so that a request (or
+response) of another app crossing the backhaul does not wait behind that batch.
 """
 
 from __future__ import annotations
@@ -33,12 +37,26 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PipeEnd", "connect", "listen", "listener", "open_unix", "unlisten"]
+__all__ = ["PipeEnd", "connect", "listen", "listener", "open_unix", "run_due", "unlisten"]
 
 Factory = Callable[[], asyncio.BaseProtocol]
 
 _HIGH, _LOW = 256 * 1024, 64 * 1024  # like a socket's buffers: bytes in flight before pausing
 _listeners: dict[str, tuple[asyncio.AbstractEventLoop, Factory]] = {}
+# loop -> ends with a delivery scheduled since the loop last ran one (run_due's work list;
+# the first scheduled delivery to run drops it, so it only holds what is still due)
+_due: dict[asyncio.AbstractEventLoop, list[PipeEnd]] = {}
+
+
+def run_due(loop: asyncio.AbstractEventLoop) -> None:
+    """Deliver now what every pipe end on ``loop`` has waiting for its scheduled callback
+    (which then finds nothing left to do). Called between loop callbacks, never inside a
+    protocol's own call."""
+    ends = _due.pop(loop, None)
+    if ends:
+        for end in ends:
+            if end._scheduled:
+                end._deliver()
 
 
 def listen(path: str, loop: asyncio.AbstractEventLoop, accept: Factory) -> None:
@@ -210,7 +228,18 @@ class PipeEnd(asyncio.Transport):
     def _schedule(self) -> None:
         if not self._scheduled and self._reading and not self._closing:
             self._scheduled = True
-            self._loop.call_soon(self._deliver)
+            loop = self._loop
+            due = _due.get(loop)
+            if due is None:
+                _due[loop] = [self]
+            else:
+                due.append(self)
+            loop.call_soon(self._run_scheduled)
+
+    def _run_scheduled(self) -> None:
+        _due.pop(self._loop, None)  # the loop reached the scheduled callbacks itself
+        if self._scheduled:
+            self._deliver()
 
     def _deliver(self) -> None:
         self._scheduled = False

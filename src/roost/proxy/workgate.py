@@ -35,6 +35,10 @@ accepting a connection and reading its first bytes (~10 µs). HTTP/2 streams are
 held as requests (not started until their turn); their connections are never parked
 (other streams may be for other apps).
 
+``before_turn()``, if given, runs first in each turn: the edge delivers there what other
+apps' requests and responses have waiting on the in-process backhaul
+(:func:`roost.proxy.localpipe.run_due`), so they do not wait behind the batch either.
+
 Pure: the gate never touches the event loop or a socket. ``schedule(fn)`` (the loop's
 ``call_soon``) arranges for :meth:`WorkGate.turn` to run once in the next loop turn; the
 connections are :class:`Parked` (``http1.ClientConnection``). ``on_hold(app)`` is told of
@@ -70,6 +74,7 @@ class WorkGate:
 
     __slots__ = (
         "_armed",
+        "_before_turn",
         "_congested",
         "_on_hold",
         "_queues",
@@ -88,6 +93,7 @@ class WorkGate:
         batch: int = 4,
         on_hold: Callable[[str], object] | None = None,
         batches: dict[str, int] | None = None,
+        before_turn: Callable[[], object] | None = None,
     ) -> None:
         if batch < 1 or any(n < 1 for n in (batches or {}).values()):
             raise ValueError("batch must be at least 1")
@@ -99,6 +105,7 @@ class WorkGate:
         self._queues: dict[str, collections.deque[Parked]] = {}  # held back, per app
         self._armed = False  # turn() is scheduled
         self._on_hold = on_hold
+        self._before_turn = before_turn
         self.held = 0  # requests and connections held back so far
 
     def admit(self, app: str, conn: Parked) -> bool:
@@ -139,6 +146,8 @@ class WorkGate:
         """A new loop turn: reset the budgets and release the next batch of every app."""
         self._armed = False
         self._used.clear()
+        if self._before_turn is not None and self._queues:
+            self._before_turn()
         batches, batch = self.batches, self.batch
         for app in list(self._queues):
             queue = self._queues[app]
