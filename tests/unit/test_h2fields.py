@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roost.proxy.h2fields import plainly_valid, response_fields, to_http1
+from roost.proxy.h2hpack import RequestIdField
 from roost.proxy.h2limits import bad_field_value
+from roost.proxy.headers import HOP_BY_HOP
+from roost.proxy.http2 import H2ClientConnection
 
 REQUEST = HeaderValidationFlags(False, False, False, False)
 GET = [
@@ -164,3 +167,72 @@ def test_response_fields() -> None:
     )
     assert out == [(b"content-type", b"text/plain"), (b"roost-request-id", b"abc")]
     assert isinstance(out[1], NeverIndexedHeaderTuple) and not out[1].indexable
+
+
+RESPONSE_NAMES = st.sampled_from(
+    [
+        b"Content-Type",
+        b"content-type",
+        b"CONTENT-TYPE",
+        b"Connection",
+        b"KEEP-ALIVE",
+        b"Transfer-Encoding",
+        b"te",
+        b"Trailer",
+        b"Upgrade",
+        b"Proxy-Connection",
+        b"Roost-Request-Id",
+        b"roost-request-id",
+        b"X-\xc3\xa9",
+        b"Server",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(RESPONSE_NAMES, st.binary(max_size=3)), max_size=6), max_size=4),
+    st.sampled_from([None, 200, 404, 103, 599]),
+)
+def test_response_fields_as_computed_afresh(blocks: list, status: int | None) -> None:
+    """Names remembered between calls give what lower() and the hop-by-hop set give; with a
+    status, ``:status`` leads."""
+    for block in blocks:
+        out = response_fields(block, status)
+        expected = [(n.lower(), v) for n, v in block if n.lower() not in HOP_BY_HOP]
+        lead = [] if status is None else [(b":status", str(status).encode())]
+        assert out == [*lead, *expected]
+        ids = [f for f in out if f[0] == b"roost-request-id"]
+        assert all(type(f) is RequestIdField for f in ids)
+        assert all(type(f) is tuple for f in out if f[0] != b"roost-request-id")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    GET,
+                    [*GET, (b"content-length", b"3")],
+                    [*GET, (b"host", b"other")],
+                    [HeaderTuple(n, v) for n, v in GET],
+                    [*GET[:3], (b":path", b"/b")],
+                ]
+            ),
+            st.booleans(),
+        ),
+        max_size=8,
+    )
+)
+def test_codec_reuses_to_http1_exactly(requests: list) -> None:
+    """The codec's remembered conversion of the last block gives to_http1's answer, and a
+    copy of its fields (the exchange may keep or change them)."""
+    class Conn:
+        _last_http1 = None
+
+    conn = Conn()
+    for block, ended in requests:
+        got = H2ClientConnection._http1(conn, list(block), ended)  # type: ignore[arg-type]
+        assert got == to_http1(list(block), ended)
+        got[2].append((b"x-mutated", b"1"))  # not seen by the next request

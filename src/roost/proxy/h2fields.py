@@ -101,15 +101,45 @@ def to_http1(headers: Headers, ended: bool) -> tuple[bytes, bytes, Headers]:
     return method, path, fields
 
 
-def response_fields(headers: Headers) -> Headers:
+def response_fields(headers: Headers, status: int | None = None) -> Headers:
     """HTTP/1.1 fields as HTTP/2 fields: lower-case names, no connection-specific ones; the
     request id (new in every response) kept out of HPACK's table, where it would only evict,
     as a :class:`~roost.proxy.h2hpack.RequestIdField` (written without Huffman coding: no
-    per-response coding work for a value that never repeats)."""
-    out: Headers = []
+    per-response coding work for a value that never repeats). With ``status``: a response
+    head, ``:status`` first."""
+    out: Headers = [] if status is None else [(b":status", _status(status))]
+    names = _NAMES
     for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            continue
-        out.append(RequestIdField(lower, value) if lower == _RID else (lower, value))
+        lower = names.get(name)
+        if lower is None:
+            lower = _h2_name(name)
+        if lower is _RID:
+            out.append(RequestIdField(lower, value))
+        elif lower:
+            out.append((lower, value))
     return out
+
+
+# HTTP/1.1 field name -> its HTTP/2 name: lower case; b"" for a connection-specific one
+# (dropped), _RID itself for the request id's
+_NAMES: dict[bytes, bytes] = {}
+_STATUS: dict[int, bytes] = {}
+_CACHE_MAX = 512
+
+
+def _h2_name(name: bytes) -> bytes:
+    lower = name.lower()
+    lower = b"" if lower in HOP_BY_HOP else _RID if lower == _RID else lower
+    if len(_NAMES) >= _CACHE_MAX:
+        _NAMES.clear()
+    _NAMES[name] = lower
+    return lower
+
+
+def _status(status: int) -> bytes:
+    code = _STATUS.get(status)
+    if code is None:
+        code = b"%d" % status
+        if len(_STATUS) < _CACHE_MAX:
+            _STATUS[status] = code
+    return code

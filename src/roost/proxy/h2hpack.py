@@ -73,8 +73,14 @@ class RequestIdField(NeverIndexedHeaderTuple):
     __slots__ = ()
 
 
+# the field's bytes up to a value of n < 127 bytes (its length: one byte, no Huffman flag)
+_RID_PREFIXES = [_RID_FIELD + bytes([n]) for n in range(0x7F)]
+
+
 def _request_id_literal(value: bytes) -> bytes:
     """The field ``REQUEST_ID: value``, never indexed, literal name, value not Huffman-coded."""
+    if len(value) < 0x7F:
+        return _RID_PREFIXES[len(value)] + value
     return b"".join([_RID_FIELD, bytes(encode_integer(len(value), 7)), value])
 
 

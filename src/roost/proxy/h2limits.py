@@ -261,9 +261,21 @@ class ConnectionGuard:
                 new_streams += 1
                 if len(self._open) + new_streams > self._ceiling:
                     return self._fail(PROTOCOL_ERROR, "too many concurrent streams")
-            verdict = self._frame(ftype, flags, sid, length, now)
-            if verdict is not OK:
-                return verdict
+            if not (  # (a complete HEADERS block or a non-empty DATA frame: nothing to spend)
+                length
+                and self._block is None
+                and (
+                    ftype == _DATA
+                    or (
+                        ftype == _HEADERS
+                        and flags & _END_HEADERS
+                        and length <= self.limits.max_header_block_bytes
+                    )
+                )
+            ):
+                verdict = self._frame(ftype, flags, sid, length, now)
+                if verdict is not OK:
+                    return verdict
             step = min(length, end - pos)
             pos += step
             self._skip = length - step
@@ -349,8 +361,10 @@ class ConnectionGuard:
     def data_sent(self, frames: int) -> None:
         """We sent ``frames`` DATA frames: the peer may answer each with two WINDOW_UPDATEs
         and a PING (BDP estimation pings as it receives data, as gRPC does)."""
-        self._budgets.window.credit(2 * frames)
-        self._budgets.pings.credit(frames)
+        b = self._budgets
+        window, pings = b.window, b.pings  # (Budget.credit, inline: once per response)
+        window.tokens = min(window._burst, window.tokens + 2 * frames)
+        pings.tokens = min(pings._burst, pings.tokens + frames)
 
     # -- flow-control stalls and timers -------------------------------------------------
 

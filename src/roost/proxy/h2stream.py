@@ -58,7 +58,7 @@ class ClientStream(StreamOut):
     def send_head(
         self, ex: Exchange, status: int, reason: bytes, headers: Headers, info: ResponseInfo
     ) -> None:
-        self.head = [(b":status", b"%d" % status), *response_fields(headers)]
+        self.head = response_fields(headers, status)
         self.conn.touch(self)
 
     def send_body(self, data: bytes) -> None:

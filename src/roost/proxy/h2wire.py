@@ -11,7 +11,11 @@ of the edge's CPU. What is here keeps h2's state exact and skips the rest:
 - :func:`send_headers` / :func:`send_data` for a stream h2 already knows (a server's
   response): the same state-machine inputs (connection, then stream), flow-control windows
   and bytes as ``H2Connection.send_headers`` / ``send_data``, the frames written directly.
-  Anything else (an informational or client-side block) goes through h2.
+  Anything else (an informational or client-side block) goes through h2. Inputs that
+  cannot fail are applied from h2's own transition tables (looked up by state, not by an
+  Enum pair hashed in Python): ``SEND_HEADERS`` / ``SEND_DATA`` leave an open connection
+  as it is (not run), a stream's ``response_sent`` / ``send_end_stream`` / plain moves are
+  inlined; every other transition is h2's ``process_input``, raising as it does.
 - :func:`open_stream`, a client's request HEADERS on a new stream (the backhaul's): h2's
   stream-limit check (which also prunes closed streams), connection and stream inputs, new
   ``H2Stream``, ``_authority`` / ``request_method``, the frames written directly.
@@ -21,7 +25,9 @@ of the edge's CPU. What is here keeps h2's state exact and skips the rest:
 - Received DATA (unpadded) and complete HEADERS (unpadded, no priority) frames are parsed by
   :class:`_FrameBuffer` into light frames (``stream_id``, ``data``, ``flags``,
   ``flow_controlled_length``: what h2's handlers read) instead of hyperframe's objects; the
-  same checks (frame size, a header block in progress) and the same handlers run on them.
+  same checks (frame size, a header block in progress) and the same handlers run on them
+  -- but a light HEADERS frame opening a client's stream on a server connection, which
+  :func:`roost.proxy.h2recv.receive_request` takes (h2's work for it, in one function).
   Every other frame is hyperframe's. (Not with a real logger, whose trace ``repr``-s them.)
 - Open streams are counted (for every stream opened, either side: h2 checks the limit, and
   moves closed streams to ``_closed_streams``) reading each stream's state once.
@@ -45,6 +51,7 @@ from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import Frame, RstStreamFrame
 
 from roost.proxy.h2hpack import CachingDecoder, CachingEncoder, huffman_encode
+from roost.proxy.h2recv import FAST_LAYOUT, receive_request
 
 __all__ = [
     "CachingDecoder",
@@ -71,6 +78,31 @@ _CLIENT_IDS = h2.connection.AllowedStreamIDs.ODD
 _STREAM_OPEN = h2.stream.STREAM_OPEN  # state -> counts against the concurrency limit
 _STREAM_CLOSED = h2.stream.StreamState.CLOSED
 _PADDED, _PRIORITY = 0x8, 0x20
+# h2's transitions, (state, input) -> (function or None, next state), by input and state:
+# the same entries, looked up without hashing an Enum input in Python (StreamState is an
+# IntEnum: hashed as an int)
+_STREAM_STEPS = {
+    input_: {state: step for (state, inp), step in h2.stream._transitions.items() if inp is input_}
+    for input_ in (_SEND_HEADERS, _SEND_DATA, _SEND_END_STREAM)
+}
+_SEND_HEADERS_STEPS = _STREAM_STEPS[_SEND_HEADERS]
+_SEND_DATA_STEPS = _STREAM_STEPS[_SEND_DATA]
+_SEND_END_STREAM_STEPS = _STREAM_STEPS[_SEND_END_STREAM]
+_NO_STEP = (False, None)  # (no transition: h2's process_input raises)
+_RESPONSE_SENT = h2.stream.H2StreamStateMachine.response_sent
+_SEND_END_STREAM_STEP = h2.stream.H2StreamStateMachine.send_end_stream
+# the connection states an input leaves as they are, doing nothing else
+_CONN_STEPS = h2.connection.H2ConnectionStateMachine._transitions
+_UNCHANGED = {
+    input_: tuple(
+        state
+        for (state, inp), (func, target) in _CONN_STEPS.items()
+        if inp is input_ and func is None and target is state
+    )
+    for input_ in (_CONN_SEND_HEADERS, _CONN_SEND_DATA)
+}
+_SEND_HEADERS_UNCHANGED = _UNCHANGED[_CONN_SEND_HEADERS]
+_SEND_DATA_UNCHANGED = _UNCHANGED[_CONN_SEND_DATA]
 _FLAGS = {
     (_DATA, 0): frozenset(),
     (_DATA, _END_STREAM): frozenset(["END_STREAM"]),
@@ -165,6 +197,8 @@ class _Connection(h2.connection.H2Connection):
             self._closed_streams[sid] = self.streams.pop(sid).closed_by
         return count
 
+    _receive_request = receive_request  # a light HEADERS frame (roost.proxy.h2recv)
+
     def _receive_frame(self, frame: Frame) -> list[Any]:
         if type(self.config.logger) is not h2.config.DummyLogger:
             return super()._receive_frame(frame)  # someone reads the trace
@@ -202,7 +236,9 @@ def new_connection(config: h2.config.H2Configuration) -> h2.connection.H2Connect
         conn.incoming_buffer = _FrameBuffer(server=not config.client_side)
         table = conn._frame_dispatch_table
         table[_LightData] = conn._receive_data_frame
-        table[_LightHeaders] = conn._receive_headers_frame
+        table[_LightHeaders] = (
+            conn._receive_request if FAST_LAYOUT else conn._receive_headers_frame
+        )
     conn.encoder = CachingEncoder()
     old = conn.decoder
     conn.decoder = CachingDecoder(old.max_header_list_size)
@@ -217,26 +253,57 @@ def send_headers(
     response on a known stream of a server connection that neither normalizes nor validates
     outbound headers (see the module docstring)."""
     stream = conn.streams.get(sid)
-    config = conn.config
+    config: Any = conn.config
     if (
         stream is None
-        or config.client_side
-        or config.normalize_outbound_headers  # h2 would rewrite or check the block
-        or config.validate_outbound_headers
-        or stream.state_machine.headers_sent  # trailers
+        or config._client_side  # (h2's config options, read without their descriptors)
+        or config._normalize_outbound_headers  # h2 would rewrite or check the block
+        or config._validate_outbound_headers
         or not headers
         or headers[0][0] != b":status"
         or headers[0][1][:1] == b"1"  # informational
     ):
         return conn.send_headers(sid, headers, end_stream=end_stream)
-    conn.state_machine.process_input(_CONN_SEND_HEADERS)
-    stream.state_machine.process_input(_SEND_HEADERS)
+    sm: Any = stream.state_machine
+    if sm.headers_sent or sm.client is not False:  # trailers; or not a peer's request
+        return conn.send_headers(sid, headers, end_stream=end_stream)
+    _connection_input(conn, _CONN_SEND_HEADERS, _SEND_HEADERS_UNCHANGED)
+    func, target = _SEND_HEADERS_STEPS.get(sm.state, _NO_STEP)
+    if func is _RESPONSE_SENT:  # H2StreamStateMachine.response_sent for a server's stream
+        sm.state = target
+        sm.headers_sent = True  # (its _ResponseSent event: what h2 drops here)
+    else:
+        sm.process_input(_SEND_HEADERS)  # raises, as in h2
     block = conn.encoder.encode(headers)
     out = _frames(block, _END_STREAM if end_stream else 0, sid, conn.max_outbound_frame_size)
     if end_stream:
-        stream.state_machine.process_input(_SEND_END_STREAM)
+        _stream_input(sm, _SEND_END_STREAM, _SEND_END_STREAM_STEPS)
     stream.request_method = None  # as h2 sets it from a response block
     conn._data_to_send += out
+
+
+def _connection_input(
+    conn: h2.connection.H2Connection, input_: Any, unchanged: tuple[Any, ...]
+) -> None:
+    """``conn.state_machine.process_input(input_)``, skipped in a state it does not change
+    (``unchanged``: ``SEND_HEADERS`` / ``SEND_DATA`` on an open connection, no event)."""
+    machine = conn.state_machine
+    if machine.state not in unchanged:  # (a tuple: by identity, no Enum hash in Python)
+        machine.process_input(input_)
+
+
+def _stream_input(sm: h2.stream.H2StreamStateMachine, input_: Any, steps: dict[Any, Any]) -> None:
+    """``sm.process_input(input_)`` (events dropped; ``steps``: its transitions by state),
+    inline for a transition whose function cannot fail (none, or ``send_end_stream``)."""
+    prev = sm.state
+    func, target = steps.get(prev, _NO_STEP)
+    if func is None:
+        sm.state = target
+    elif func is _SEND_END_STREAM_STEP:
+        sm.state = target
+        func(sm, prev)
+    else:
+        sm.process_input(input_)  # the rest: h2's, raising as it does
 
 
 def _frames(block: bytes, flags: int, sid: int, size: int) -> bytes:
@@ -299,10 +366,17 @@ def send_data(conn: h2.connection.H2Connection, sid: int, data: bytes, end_strea
     if stream is None:
         return conn.send_data(sid, data, end_stream=end_stream)  # raises as h2 does
     n = len(data)
-    conn.state_machine.process_input(_CONN_SEND_DATA)
-    stream.state_machine.process_input(_SEND_DATA)
+    machine = conn.state_machine
+    if machine.state not in _SEND_DATA_UNCHANGED:  # (_connection_input, inline)
+        machine.process_input(_CONN_SEND_DATA)
+    sm: Any = stream.state_machine
+    func, target = _SEND_DATA_STEPS.get(sm.state, _NO_STEP)
+    if func is None:  # (_stream_input, inline: SEND_DATA's transitions have no function)
+        sm.state = target
+    else:
+        sm.process_input(_SEND_DATA)  # raises, as in h2
     if end_stream:
-        stream.state_machine.process_input(_SEND_END_STREAM)
+        _stream_input(sm, _SEND_END_STREAM, _SEND_END_STREAM_STEPS)
     stream.outbound_flow_control_window -= n
     conn.outbound_flow_control_window -= n
     conn._data_to_send += _header(n, _DATA, _END_STREAM if end_stream else 0, sid) + data

@@ -86,6 +86,8 @@ class H2ClientConnection(H2Base):
         self._client_ip = b""
         self._fwd_tail: tuple[tuple[bytes, bytes], ...] = ()
         self._plain: Headers | None = None  # the last request block plainly_valid passed
+        # the last request block to_http1 converted: (block, ended, method, target, fields)
+        self._last_http1: tuple[Headers, bool, bytes, bytes, Headers] | None = None
         # a host proxy's backhaul (only authenticated edges reach it): refusals are
         # RST_STREAM(REFUSED_STREAM), and request blocks are not validated again
         self.backhaul = ctx.role == "host"
@@ -178,8 +180,9 @@ class H2ClientConnection(H2Base):
         if verdict is not lim.OK:
             return self._apply(verdict)
         self._deadline = _NEVER
-        st = self.streams[sid] = ClientStream(self, sid, event.stream_ended is not None)
-        ctx, (method, target, fields) = self._ctx, to_http1(headers, st.request_done)
+        ended = event.stream_ended is not None
+        st = self.streams[sid] = ClientStream(self, sid, ended)
+        ctx, (method, target, fields) = self._ctx, self._http1(headers, ended)
         rid = ctx.request_ids.next()
         try:
             st.ex = ex = ctx.new_exchange(
@@ -204,6 +207,16 @@ class H2ClientConnection(H2Base):
                 return  # its app is at capacity: started in a later loop turn (workgate)
         ex.start(flush=False)
         self._touched.add(ex)
+
+    def _http1(self, headers: Headers, ended: bool) -> tuple[bytes, bytes, Headers]:
+        """``to_http1(headers, ended)``; for a client repeating its last request (the same
+        fields), the fields worked out then (a copy)."""
+        last = self._last_http1
+        if last is not None and last[1] is ended and last[0] == headers:
+            return last[2], last[3], list(last[4])
+        method, target, fields = to_http1(headers, ended)
+        self._last_http1 = (list(headers), ended, method, target, list(fields))
+        return method, target, fields
 
     def _validate(self, sid: int, headers: Headers, flags: HeaderValidationFlags) -> lim.Verdict:
         if flags is _REQUEST and (headers == self._plain or plainly_valid(headers)):
