@@ -50,8 +50,8 @@ class Limits:
     backhaul_h2_max_streams: int = 100  # streams per HTTP/2 backhaul connection
     backhaul_h2_idle_timeout: float = 30.0  # an HTTP/2 backhaul connection without streams
     shutdown_timeout: float = 30.0  # close() waits this long for in-flight requests
-    congested_batch: int = 4  # requests per loop turn of an app at capacity (workgate)
-    new_connections_batch: int = 8  # new connections' first requests per loop turn (edge)
+    congested_batch: int = 1  # requests per loop turn of an app at capacity (workgate)
+    new_connections_batch: int = 4  # new connections' first requests per loop turn (edge)
 
     @property
     def tick(self) -> float:
