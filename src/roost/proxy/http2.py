@@ -153,6 +153,8 @@ class H2ClientConnection(H2Base):
 
     def _forget(self, st: StreamOut) -> None:
         super()._forget(st)
+        if isinstance(st, ClientStream) and st.ex is not None and st.ex.finished:
+            st.ex = None  # no stream <-> exchange cycle left: refcounting frees both
         self._guard.stream_closed(st.sid)
         if not self.streams:
             if self._final:
@@ -162,7 +164,8 @@ class H2ClientConnection(H2Base):
 
     def _cancel(self, st: StreamOut) -> None:
         if isinstance(st, ClientStream) and st.ex is not None:
-            st.ex.cancel()
+            ex, st.ex = st.ex, None  # (as in _forget: no cycle left behind)
+            ex.cancel()
 
     def _ping_acked(self, data: bytes, now: float) -> None:
         if data == _BYE:
