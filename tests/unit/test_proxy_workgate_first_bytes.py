@@ -19,7 +19,8 @@ from roost.proxy.preface import H2_PREFACE, PEEK_MAX, PrefaceSniffer, peek_host
 from roost.proxy.routes import RouteHolder, RouteTable
 from roost.proxy.upstream_pool import UpstreamPool
 from roost.proxy.workgate import NEW
-from tests.unit.test_proxy_http1 import FakeTransport, Responses
+from tests.unit.test_proxy_http1 import Responses
+from tests.unit.test_proxy_workgate_new import SniffedTransport, run
 
 
 @pytest.mark.parametrize(
@@ -44,21 +45,8 @@ def test_peek_host(data: bytes, host: bytes | None) -> None:
     assert peek_host(data) == host
 
 
-class SniffedTransport(FakeTransport):
-    def set_protocol(self, protocol: object) -> None:
-        self.protocol = protocol
-
-
 def request(app: str, path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {app}.localhost\r\n\r\n".encode()
-
-
-def run(coro_fn: object) -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(coro_fn(loop))  # type: ignore[operator]
-    finally:
-        loop.close()
 
 
 def edge(loop: asyncio.AbstractEventLoop) -> tuple[EdgeContext, ConnectionRegistry]:
