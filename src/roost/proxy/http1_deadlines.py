@@ -38,6 +38,8 @@ NEVER = float("inf")
 class Deadlines:
     """The timeout half of an HTTP/1 client connection."""
 
+    __slots__ = ()  # (ClientConnection holds the attributes)
+
     # the connection's state this half uses (set by ClientConnection.__init__)
     transport: asyncio.Transport | None
     _ctx: RelayContext

@@ -34,6 +34,8 @@ class _Reject(Exception):
 class RequestReader:
     """The request-reading half of an HTTP/1 client connection."""
 
+    __slots__ = ()  # (ClientConnection holds the attributes)
+
     # the connection's state this half uses (set by ClientConnection.__init__)
     parser: Any
     _ctx: Any

@@ -41,6 +41,8 @@ _PHRASES = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 class ResponseWriter:
     """The response-writing half of an HTTP/1 client connection."""
 
+    __slots__ = ()  # (ClientConnection holds the attributes)
+
     # the connection's state this half uses (set by ClientConnection.__init__)
     transport: asyncio.Transport | None
     write_paused: bool
