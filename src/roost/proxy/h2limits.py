@@ -361,10 +361,8 @@ class ConnectionGuard:
     def data_sent(self, frames: int) -> None:
         """We sent ``frames`` DATA frames: the peer may answer each with two WINDOW_UPDATEs
         and a PING (BDP estimation pings as it receives data, as gRPC does)."""
-        b = self._budgets
-        window, pings = b.window, b.pings  # (Budget.credit, inline: once per response)
-        window.tokens = min(window._burst, window.tokens + 2 * frames)
-        pings.tokens = min(pings._burst, pings.tokens + frames)
+        self._budgets.window.credit(2 * frames)
+        self._budgets.pings.credit(frames)
 
     # -- flow-control stalls and timers -------------------------------------------------
 

@@ -366,15 +366,9 @@ def send_data(conn: h2.connection.H2Connection, sid: int, data: bytes, end_strea
     if stream is None:
         return conn.send_data(sid, data, end_stream=end_stream)  # raises as h2 does
     n = len(data)
-    machine = conn.state_machine
-    if machine.state not in _SEND_DATA_UNCHANGED:  # (_connection_input, inline)
-        machine.process_input(_CONN_SEND_DATA)
+    _connection_input(conn, _CONN_SEND_DATA, _SEND_DATA_UNCHANGED)
     sm: Any = stream.state_machine
-    func, target = _SEND_DATA_STEPS.get(sm.state, _NO_STEP)
-    if func is None:  # (_stream_input, inline: SEND_DATA's transitions have no function)
-        sm.state = target
-    else:
-        sm.process_input(_SEND_DATA)  # raises, as in h2
+    _stream_input(sm, _SEND_DATA, _SEND_DATA_STEPS)
     if end_stream:
         _stream_input(sm, _SEND_END_STREAM, _SEND_END_STREAM_STEPS)
     stream.outbound_flow_control_window -= n
