@@ -17,6 +17,7 @@ from roost.proxy.edge import start_edge
 from roost.proxy.http2 import H2ClientConnection
 from roost.proxy.routes import Backend, RouteHolder, RouteTable
 from roost.proxy.upstream import UpstreamConnection, pool_key
+from tests.unit.test_proxy_http1 import FakeTransport
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 REQUEST = [
@@ -27,32 +28,7 @@ REQUEST = [
 ]
 
 
-class Side:
-    """A transport: writes collected (the client's side) or answered (an upstream's)."""
-
-    def __init__(self, extra: dict[str, Any] | None = None) -> None:
-        self.out: list[bytes] = []
-        self.extra = extra or {}
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.extra.get(name, default)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-
-
-async def _edge_and_client() -> tuple[Any, H2ClientConnection, Side, Any, list[Any]]:
+async def _edge_and_client() -> tuple[Any, H2ClientConnection, FakeTransport, Any]:
     backend = Backend(instance_id="i1", host="127.0.0.1", port=9)
     edge = await start_edge(
         "127.0.0.1",
@@ -63,33 +39,34 @@ async def _edge_and_client() -> tuple[Any, H2ClientConnection, Side, Any, list[A
     pool, ups = edge.context.pool, []
     for _ in range(4):
         up = UpstreamConnection(pool, pool_key(backend), backend.instance_id)
-        side = Side()
+        side = FakeTransport()
         up.connection_made(side)  # type: ignore[arg-type]
         ups.append((up, side))
         pool.opened += 1
         pool.release(up)
     conn = H2ClientConnection(edge.context, edge.connections)
-    down = Side({"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)})
+    down = FakeTransport()
     conn.connection_made(down)  # type: ignore[arg-type]
-    return edge, conn, down, ups, []
+    return edge, conn, down, ups
 
 
 def _answer(ups: list[Any]) -> None:
     for up, side in ups:
-        if side.out:
-            side.out.clear()
+        if side.data:
+            side.data.clear()
             up.data_received(RESPONSE)
 
 
 async def test_answered_and_reset_streams_leave_no_cycles() -> None:
-    edge, conn, down, ups, _ = await _edge_and_client()
+    edge, conn, down, ups = await _edge_and_client()
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     ended = 0
 
     def client_reads() -> None:
         nonlocal ended
-        data, down.out[:] = b"".join(down.out), []
+        data = bytes(down.data)
+        down.data.clear()
         for event in client.receive_data(data):
             ended += isinstance(event, ev.StreamEnded)
 
