@@ -69,14 +69,22 @@ async def _burst(loop: asyncio.AbstractEventLoop) -> None:
     b_conn.data_received(request("b"))
 
     answered = [bool(t.data) for _, t in flood]
-    assert answered == [True] * 3 + [False] * 7  # the batch went; the rest are held
-    assert all(t.paused for _, t in flood[3:])  # not read while held
+    # the first went (answered at once, its connection parked: the app's line begins);
+    # the rest are held behind it, not read
+    assert answered == [True] + [False] * 9
+    assert all(t.paused for _, t in flood)
     assert bytes(up_transport.data).startswith(b"GET / HTTP/1.1\r\n")  # b went at once
-    assert ctx.gate is not None and ctx.gate.waiting("a") == 7
+    assert ctx.gate is not None and ctx.gate.waiting("a") == 10
 
-    for _ in range(3):  # each loop turn releases the next three
+    per_turn = []
+    for _ in range(10):  # each loop turn releases the next three (batch): held ones start
+        if all(t.data for _, t in flood):
+            break
+        before = sum(1 for _, t in flood if t.data)
         await asyncio.sleep(0)
+        per_turn.append(sum(1 for _, t in flood if t.data) - before)
     assert all(t.data for _, t in flood)
+    assert per_turn and max(per_turn) <= 3, per_turn
     for _, t in flood:
         assert [status for status, _ in Responses(bytes(t.data)).items] == [503]
     # answered, each is parked (its app is still full): it reads again in a later turn
@@ -86,3 +94,102 @@ async def _burst(loop: asyncio.AbstractEventLoop) -> None:
         await asyncio.sleep(0)
     assert ctx.gate.waiting() == 0
     assert not any(t.paused for _, t in flood)
+
+
+def test_a_released_connection_whose_client_sends_later_is_gated_again() -> None:
+    """Paced flood clients: their connections were parked and released (reading again,
+    idle), and turns later all their clients send at the same tick. Only a batch starts
+    in that turn; a pass from the release turn must not let them all through."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_paced(loop))
+    finally:
+        loop.close()
+
+
+async def _released_idle(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[EdgeContext, list[tuple[ClientConnection, FakeTransport]]]:
+    """Ten connections of ``a`` (at capacity) that were each answered, parked and released."""
+    ctx, _ = app_a_full(loop)
+    registry = ConnectionRegistry(loop, 1.0)
+    conns = []
+    for _ in range(10):
+        conn = ClientConnection(ctx, registry)
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conns.append((conn, transport))
+    for conn, _ in conns:
+        conn.data_received(request("a"))
+    assert ctx.gate is not None
+    for _ in range(20):
+        if not ctx.gate.waiting() and all(t.data for _, t in conns):
+            break
+        await asyncio.sleep(0)
+    assert ctx.gate.waiting() == 0 and not any(t.paused for _, t in conns)
+    for _, t in conns:
+        t.data.clear()
+    return ctx, conns
+
+
+async def _paced(loop: asyncio.AbstractEventLoop) -> None:
+    ctx, conns = await _released_idle(loop)
+    assert ctx.gate is not None
+    released_in = ctx.gate.turns
+    for _ in range(3):  # the clients are idle for a few turns (their next tick)
+        await asyncio.sleep(0)
+    assert ctx.gate.turns > released_in  # (the gate is armed: a turn ran)
+    for conn, _ in conns:  # then all send in one turn
+        conn.data_received(request("a"))
+    answered = sum(1 for _, t in conns if t.data)
+    assert 1 <= answered <= 3, answered  # at most one batch, as for new requests
+    assert sum(1 for _, t in conns if t.paused) >= 7
+    for _ in range(10):
+        if all(t.data for _, t in conns):
+            break
+        await asyncio.sleep(0)
+    for _, t in conns:  # held, not dropped
+        assert [status for status, _ in Responses(bytes(t.data)).items] == [503]
+
+
+def test_a_request_waiting_when_its_connection_is_released_goes_at_once() -> None:
+    """A parked connection whose client had already sent its next request: released in a
+    turn, that request was the turn's work and is not held a second time."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_waiting_at_release(loop))
+    finally:
+        loop.close()
+
+
+async def _waiting_at_release(loop: asyncio.AbstractEventLoop) -> None:
+    ctx, _ = app_a_full(loop)
+    assert ctx.gate is not None
+    registry = ConnectionRegistry(loop, 1.0)
+    conns = []
+    for _ in range(6):
+        conn = ClientConnection(ctx, registry)
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conns.append((conn, transport))
+    for conn, _ in conns:  # answered one batch per turn, then parked
+        conn.data_received(request("a"))
+    for _ in range(10):
+        if all(t.data for _, t in conns):
+            break
+        await asyncio.sleep(0)
+    assert all(t.data for _, t in conns)
+    # still parked: the release comes in turns of three; the kernel holds each one's next
+    # request, read as soon as the release resumes reading (the same loop iteration)
+    turns = ctx.gate.turns
+    for _ in range(4):  # (the app stays full: answered, each is parked again)
+        before = {id(c) for c, t in conns if t.paused}
+        await asyncio.sleep(0)
+        assert ctx.gate.turns == turns + 1  # one turn ran
+        turns = ctx.gate.turns
+        released = [(c, t) for c, t in conns if id(c) in before and not t.paused]
+        assert 0 < len(released) <= 3
+        for conn, t in released:
+            t.data.clear()
+            conn.data_received(request("a"))
+            assert t.data, "a request read in its release turn was held again"

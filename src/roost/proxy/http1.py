@@ -180,7 +180,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self._rate_since = 0.0  # start of the current body-rate window (0: not measuring)
         self._rate_bytes = 0  # request body bytes received in that window
         self._app = ""  # the app of the last request (the work gate's key)
-        self._gate_pass = False  # the work gate let this connection's next input through
+        # the work gate's turn in which it let this connection's next request through
+        # (0: none); the pass lapses at the gate's next turn (see workgate's "park")
+        self._gate_pass = 0
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -241,17 +243,24 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self.pause_reading(PAUSE_GATE)
 
     def gate_pass(self) -> None:
-        self._gate_pass = True  # (preface.PrefaceSniffer: admitted under its app's key)
+        # (preface.PrefaceSniffer: admitted under its app's key)
+        self._gate_pass = self._gate_turn()
 
     def gate_release(self) -> None:
         if self._closed:
             return
+        # read again first: answering the held request may park the connection anew
+        # (and pause it), which must stick
+        self.resume_reading(PAUSE_GATE)
         if self._active is None and self._queue:  # a held request: its turn now
             self._dispatch()
             self.flush()
-        else:  # parked while idle: read again, the next request has had its turn
-            self._gate_pass = True
-        self.resume_reading(PAUSE_GATE)
+        else:  # parked while idle: read again; a request already sent has had its turn
+            self._gate_pass = self._gate_turn()
+
+    def _gate_turn(self) -> int:
+        gate = self._ctx.gate
+        return 0 if gate is None else gate.turns
 
     def eof_received(self) -> bool:
         if self._tunnel is not None:
@@ -319,6 +328,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self._app = ex.app
 
     def _exchange_done(self, close: bool, *, linger: bool) -> None:
+        ex = self._active
+        if ex is not None:  # (answered from inside its start(): _activate has not set it)
+            self._app = ex.app
         self._active = None
         if self._upgrade_rest is not None and not (close or self._closing):
             self._upgrade_declined()

@@ -59,7 +59,7 @@ class RequestReader:
     _upgrading: Exchange | None
     _active: Exchange | None
     _queue: Any
-    _gate_pass: bool
+    _gate_pass: int
     _rate_bytes: int
     _closing: bool
 
@@ -127,9 +127,8 @@ class RequestReader:
             self._upgrading = ex
         self._parsing_keep_alive = keep_alive
         if self._active is None and not self._queue:
-            if self._gate_pass:
-                self._gate_pass = False
-            elif self._held_by_gate(ex):
+            passed, self._gate_pass = self._gate_pass, 0
+            if self._held_by_gate(ex, passed):
                 self._queue.append((ex, keep_alive, http10))  # gate_release() starts it
                 return
             self._activate(ex, keep_alive, http10, flush=False)
@@ -157,11 +156,13 @@ class RequestReader:
         if not self._parsing_keep_alive:
             self._stop_parsing = True
 
-    def _held_by_gate(self, ex: Exchange) -> bool:
+    def _held_by_gate(self, ex: Exchange, passed: int) -> bool:
         """Whether the work gate holds this request back (its app is at capacity and has
-        had its share of this loop turn); reading pauses until its turn."""
+        had its share of this loop turn); reading pauses until its turn. ``passed``: the
+        gate's turn in which it let this connection's next request through (good in that
+        turn only), or 0."""
         gate = self._ctx.gate
-        if gate is None:
+        if gate is None or passed == gate.turns:
             return False
         app = self._ctx.congested_app(ex.host)
         return app is not None and not gate.admit(app, self)

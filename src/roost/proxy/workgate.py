@@ -12,7 +12,12 @@ at its hard limit); requests for other apps never wait for it. Two ways in, one 
 app:
 
 - **park**: a connection that just answered a request of a congested app stops reading
-  (its client's next request stays in the kernel, costing this loop turn nothing);
+  (its client's next request stays in the kernel, costing this loop turn nothing). When
+  released it reads again, and a request already waiting then goes without being held a
+  second time -- only in that turn (:attr:`WorkGate.turns`): a paced client that sends
+  later is gated like any other. (Else a pass could be kept: hundreds of released
+  connections of paced flood clients, idle until their clients' next tick, all sending at
+  that tick, were all answered in one loop turn.)
 - **admit**: a request head parsed for a congested app -- on a new connection (floods
   often come with connection churn), or one that arrived anyway -- starts at once up to
   ``batch`` per app and turn; beyond that it is held, not started, and reading pauses.
@@ -83,6 +88,7 @@ class WorkGate:
         "batch",
         "batches",
         "held",
+        "turns",
     )
 
     def __init__(
@@ -107,6 +113,8 @@ class WorkGate:
         self._on_hold = on_hold
         self._before_turn = before_turn
         self.held = 0  # requests and connections held back so far
+        # this turn's number, from 1 (0: none): a pass given in turn n lapses at turn n + 1
+        self.turns = 1
 
     def admit(self, app: str, conn: Parked) -> bool:
         """A request for the congested ``app`` was parsed on ``conn``: True to start it
@@ -145,6 +153,7 @@ class WorkGate:
     def turn(self) -> None:
         """A new loop turn: reset the budgets and release the next batch of every app."""
         self._armed = False
+        self.turns += 1
         self._used.clear()
         if self._before_turn is not None and self._queues:
             self._before_turn()
