@@ -144,6 +144,9 @@ async def _paced(loop: asyncio.AbstractEventLoop) -> None:
     answered = sum(1 for _, t in conns if t.data)
     assert 1 <= answered <= 3, answered  # at most one batch, as for new requests
     assert sum(1 for _, t in conns if t.paused) >= 7
+    # the held ones are held before they are parsed: their bytes wait, no exchange exists
+    unparsed = [c for c, t in conns if not t.data]
+    assert all(c._unparsed == request("a") and not c._queue for c in unparsed)
     for _ in range(10):
         if all(t.data for _, t in conns):
             break
@@ -193,3 +196,33 @@ async def _waiting_at_release(loop: asyncio.AbstractEventLoop) -> None:
             t.data.clear()
             conn.data_received(request("a"))
             assert t.data, "a request read in its release turn was held again"
+
+
+def test_a_request_held_unparsed_is_answered_before_a_drain_closes_its_connection() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_drain_held(loop))
+    finally:
+        loop.close()
+
+
+async def _drain_held(loop: asyncio.AbstractEventLoop) -> None:
+    _ctx, conns = await _released_idle(loop)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    for conn, _ in conns:
+        conn.data_received(request("a"))
+    held = [(c, t) for c, t in conns if c._unparsed is not None]
+    assert held
+    conns[0][0]._registry.draining = True  # the edge drains (as ProxyServer.close does):
+    for conn, _ in conns:  # idle connections close now
+        conn.shutdown()
+    assert not any(t.closed for _, t in held)  # not idle: a request waits in them
+    for _ in range(10):
+        if all(t.closed for _, t in held):
+            break
+        await asyncio.sleep(0)
+    for _, t in held:  # answered (told the connection closes), then closed
+        assert t.closed
+        assert [status for status, _ in Responses(bytes(t.data)).items] == [503]
+        assert b"\r\nconnection: close\r\n" in bytes(t.data).lower()

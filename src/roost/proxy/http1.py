@@ -125,6 +125,7 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         "_stop_parsing",
         "_trailer_bytes",
         "_tunnel",
+        "_unparsed",
         "_upgrade_rest",
         "_upgrading",
         "_url",
@@ -183,6 +184,7 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         # the work gate's turn in which it let this connection's next request through
         # (0: none); the pass lapses at the gate's next turn (see workgate's "park")
         self._gate_pass = 0
+        self._unparsed: bytes | None = None  # an idle connection's input held by the gate
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -205,6 +207,8 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
             self._tunnel.received(CLIENT, data)
             return
         if self._closing or self._stop_parsing:
+            return
+        if self._active is None and not self._in_head and self._hold_unparsed(data):
             return
         if not self._deadline_is_head:
             self._deadline = NEVER
@@ -252,11 +256,35 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         # read again first: answering the held request may park the connection anew
         # (and pause it), which must stick
         self.resume_reading(PAUSE_GATE)
-        if self._active is None and self._queue:  # a held request: its turn now
+        if self._unparsed is not None:  # input held before it was parsed: its turn now
+            data, self._unparsed = self._unparsed, None
+            self._gate_pass = self._gate_turn()
+            self.data_received(data)
+        elif self._active is None and self._queue:  # a held request: its turn now
             self._dispatch()
             self.flush()
         else:  # parked while idle: read again; a request already sent has had its turn
             self._gate_pass = self._gate_turn()
+
+    def _hold_unparsed(self, data: bytes) -> bool:
+        """New input on an idle connection whose last request was for an app at capacity:
+        True if the work gate holds it, unparsed, in that app's line (this turn's batch is
+        spent; reading pauses until :meth:`gate_release`). Parsing, routing and checking a
+        flood's requests is the work the gate caps; holding the bytes costs only the read."""
+        if self._unparsed is not None:  # (a read that raced the pause)
+            self._unparsed += data
+            return True
+        gate = self._ctx.gate
+        app = self._app
+        if gate is None or not app or self._queue or self._gate_pass == gate.turns:
+            return False
+        if not gate.congested(app):
+            return False
+        if gate.admit(app, self):
+            self._gate_pass = gate.turns  # its place in this turn's batch: not gated again
+            return False
+        self._unparsed = data
+        return True
 
     def _gate_turn(self) -> int:
         gate = self._ctx.gate
@@ -284,6 +312,7 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
                 item.cancel()
         self._queue.clear()
         self._out.clear()
+        self._unparsed = None
         # break the reference cycles (parser -> bound methods -> self, self <-> transport):
         # without this every closed connection is cyclic garbage, and under connection churn
         # the full collections it causes stall the event loop for 100+ ms
@@ -309,7 +338,13 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
 
     def shutdown(self) -> None:
         """The edge is draining: close now if idle, else after the current response."""
-        if self._active is None and not self._queue and not self._in_head and not self._closing:
+        if (
+            self._active is None
+            and not self._queue
+            and not self._in_head
+            and self._unparsed is None  # (a request held by the gate is answered, then closed)
+            and not self._closing
+        ):
             self._close(linger=False)
 
     def abort(self) -> None:

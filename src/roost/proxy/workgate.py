@@ -17,7 +17,9 @@ app:
   second time -- only in that turn (:attr:`WorkGate.turns`): a paced client that sends
   later is gated like any other. (Else a pass could be kept: hundreds of released
   connections of paced flood clients, idle until their clients' next tick, all sending at
-  that tick, were all answered in one loop turn.)
+  that tick, were all answered in one loop turn.) Such a request is held *before* it is
+  parsed: its bytes wait in the line of the app the connection last served, so the tick
+  costs a read per connection, not a parse and a route (``http1``'s ``_hold_unparsed``).
 - **admit**: a request head parsed for a congested app -- on a new connection (floods
   often come with connection churn), or one that arrived anyway -- starts at once up to
   ``batch`` per app and turn; beyond that it is held, not started, and reading pauses.
@@ -142,6 +144,10 @@ class WorkGate:
             queue = self._queues[app] = collections.deque()
         self._hold(app, queue, conn)
         return True
+
+    def congested(self, app: str) -> bool:
+        """Whether ``app`` is at capacity (its requests are gated)."""
+        return self._congested(app)
 
     def waiting(self, app: str | None = None) -> int:
         """Connections held (of ``app``, or of all apps)."""
