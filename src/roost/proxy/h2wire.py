@@ -40,7 +40,8 @@ events, errors and state with h2's own paths and decode the output with a second
 from __future__ import annotations
 
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -234,7 +235,8 @@ def new_connection(config: h2.config.H2Configuration) -> h2.connection.H2Connect
     conn.state_machine = _OpenAfterGoaway()
     if type(config.logger) is h2.config.DummyLogger and _BUFFER_LAYOUT:
         conn.incoming_buffer = _FrameBuffer(server=not config.client_side)
-        table = conn._frame_dispatch_table
+        # (typed by h2 as keyed by hyperframe classes; the light frames are duck-typed)
+        table: dict[type[Any], Callable[..., Any]] = conn._frame_dispatch_table
         table[_LightData] = conn._receive_data_frame
         table[_LightHeaders] = (
             conn._receive_request if FAST_LAYOUT else conn._receive_headers_frame
@@ -351,7 +353,9 @@ def open_stream(
     stream = conn._begin_new_stream(sid, _CLIENT_IDS)  # raises for a too-low or even id
     stream.state_machine.process_input(_SEND_HEADERS)
     block = conn.encoder.encode(headers)
-    out = _frames(block, _END_STREAM if end_stream else 0, sid, stream.max_outbound_frame_size)
+    out = _frames(  # (the stream's frame size: set by _begin_new_stream)
+        block, _END_STREAM if end_stream else 0, sid, cast(int, stream.max_outbound_frame_size)
+    )
     if end_stream:
         stream.state_machine.process_input(_SEND_END_STREAM)
     stream._authority = authority
