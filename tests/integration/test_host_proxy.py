@@ -288,6 +288,45 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
         assert len(served) == len(set(served)) == statuses.count(200)  # never twice
 
 
+async def test_paced_keep_alive_flood_is_gated_and_loses_nothing(tmp_path: Path) -> None:
+    """Paced flood clients (a pause between requests, as load generators' tickers do): their
+    connections are parked, released idle, and their next requests come later, when the
+    gate holds them before parsing. Every request gets its one answer on its connection
+    (a lost one times out, an extra one would be read as the next one's), none is served
+    twice, and the other app's requests all succeed meanwhile."""
+    flooded = [Instance("a", hard=2)]
+    calm = [Instance("o1")]
+    metrics = Recorder()
+    async with rig(tmp_path, flooded + calm, queue_max=10, queue_timeout=0.3, metrics=metrics) as r:
+
+        async def paced_client(n: int) -> list[tuple[int, bytes]]:
+            client = await RawClient.open(r.port)
+            answers = []
+            for i in range(4):
+                client.send(req("/sleep/20", test_id=f"p{n}-{i}"))
+                resp = await client.response(timeout=30)
+                answers.append((resp.status, resp.body))
+                await asyncio.sleep(0.02)  # the client's pacing, not a synchronisation
+            return answers
+
+        flood = [asyncio.ensure_future(paced_client(n)) for n in range(80)]
+        calm_client = await RawClient.open(r.port)
+        calm_statuses = []
+        for i in range(20):
+            calm_client.send(req(host="other.localhost", test_id=f"o{i}"))
+            calm_statuses.append((await calm_client.response(timeout=30)).status)
+        results = await asyncio.gather(*flood)
+        assert calm_statuses == [200] * 20
+        statuses = [status for answers in results for status, _ in answers]
+        assert len(statuses) == 320 and set(statuses) <= {200, 503}
+        assert statuses.count(503) > 0 and statuses.count(200) > 0
+        assert all(body == b"a" for answers in results for status, body in answers if status == 200)
+        assert {kw["app"] for kw in metrics.of("gate_held")} >= {"demo"}
+        assert flooded[0].max_active <= 2
+        served = flooded[0].ids()
+        assert len(served) == len(set(served)) == statuses.count(200)  # never twice
+
+
 WS_REQUEST = (
     b"GET /ws HTTP/1.1\r\nHost: demo.localhost\r\nConnection: Upgrade\r\n"
     b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
