@@ -180,3 +180,27 @@ async def test_run_due_delivers_now_and_the_scheduled_callback_finds_nothing() -
     assert client.events == ["made", b"two"]
     localpipe.run_due(asyncio.get_running_loop())  # nothing due: nothing happens
     assert server.events[-1] == b"four" and localpipe._due == {}
+
+
+def test_a_loop_closed_with_deliveries_due_leaves_no_entry_behind() -> None:
+    """A loop closed before its scheduled deliveries ran: its due list (which holds the
+    loop and the pipe ends) goes when another loop schedules a delivery."""
+    old = asyncio.new_event_loop()
+    end, _proto = localpipe.connect(old, Proto, Proto, "/x/backhaul.sock")
+    end.write(b"never delivered")  # its delivery is scheduled on a loop that never runs it
+    assert old in localpipe._due
+    old.close()
+    new = asyncio.new_event_loop()
+    try:
+
+        async def write_and_deliver() -> None:
+            server, _client, end = pair()
+            end.write(b"delivered")
+            assert old not in localpipe._due and new in localpipe._due
+            await turns()
+            assert server.events[-1] == b"delivered"
+
+        new.run_until_complete(write_and_deliver())
+        assert localpipe._due == {}
+    finally:
+        new.close()

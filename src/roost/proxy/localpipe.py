@@ -44,8 +44,14 @@ Factory = Callable[[], asyncio.BaseProtocol]
 _HIGH, _LOW = 256 * 1024, 64 * 1024  # like a socket's buffers: bytes in flight before pausing
 _listeners: dict[str, tuple[asyncio.AbstractEventLoop, Factory]] = {}
 # loop -> ends with a delivery scheduled since the loop last ran one (run_due's work list;
-# the first scheduled delivery to run drops it, so it only holds what is still due)
+# the first scheduled delivery to run drops it, so it only holds what is still due; a loop
+# closed with deliveries pending never runs it: such entries go when another loop adds one)
 _due: dict[asyncio.AbstractEventLoop, list[PipeEnd]] = {}
+
+
+def _forget_closed_loops() -> None:
+    for loop in [loop for loop in _due if loop.is_closed()]:
+        del _due[loop]
 
 
 def run_due(loop: asyncio.AbstractEventLoop) -> None:
@@ -231,6 +237,8 @@ class PipeEnd(asyncio.Transport):
             loop = self._loop
             due = _due.get(loop)
             if due is None:
+                if _due:  # (another loop's: one process normally runs one loop)
+                    _forget_closed_loops()
                 _due[loop] = [self]
             else:
                 due.append(self)
