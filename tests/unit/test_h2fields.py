@@ -228,6 +228,7 @@ def test_response_fields_as_computed_afresh(blocks: list, status: int | None) ->
 def test_codec_reuses_to_http1_exactly(requests: list) -> None:
     """The codec's remembered conversion of the last block gives to_http1's answer, and a
     copy of its fields (the exchange may keep or change them)."""
+
     class Conn:
         _last_http1 = None
 

@@ -238,9 +238,7 @@ def new_connection(config: h2.config.H2Configuration) -> h2.connection.H2Connect
         # (typed by h2 as keyed by hyperframe classes; the light frames are duck-typed)
         table: dict[type[Any], Callable[..., Any]] = conn._frame_dispatch_table
         table[_LightData] = conn._receive_data_frame
-        table[_LightHeaders] = (
-            conn._receive_request if FAST_LAYOUT else conn._receive_headers_frame
-        )
+        table[_LightHeaders] = conn._receive_request if FAST_LAYOUT else conn._receive_headers_frame
     conn.encoder = CachingEncoder()
     old = conn.decoder
     conn.decoder = CachingDecoder(old.max_header_list_size)
