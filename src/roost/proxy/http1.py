@@ -360,11 +360,10 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self._active_http10 = http10
         self._mode = BODY_NONE
         ex.start(flush=flush)
-        self._app = ex.app
 
     def _exchange_done(self, close: bool, *, linger: bool) -> None:
         ex = self._active
-        if ex is not None:  # (answered from inside its start(): _activate has not set it)
+        if ex is not None:  # (routed by now: its app is known, even if answered in start())
             self._app = ex.app
         self._active = None
         if self._upgrade_rest is not None and not (close or self._closing):
