@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.hostrig import Instance, Recorder, hold, post, req, rig
+from tests.integration.hostrig import HOST, Instance, Recorder, hold, post, req, rig
 from tests.integration.rig import RawClient, Response, fetch, wait_for
 
 pytestmark = pytest.mark.integration
@@ -243,6 +243,21 @@ async def test_flooded_app_does_not_starve_another(tmp_path: Path) -> None:
         assert flooded[0].max_active <= 2
 
 
+async def in_a_row(
+    port: int, n: int, *, path: str = "/", host: str = HOST, test_id: str, pause: float = 0.0
+) -> list[Response]:
+    """``n`` requests one after another on one keep-alive connection (``X-Test-Id``
+    ``test_id`` + its number), each sent when the last was answered (``pause`` s later)."""
+    client = await RawClient.open(port)
+    answers = []
+    for i in range(n):
+        client.send(req(path, host=host, test_id=f"{test_id}{i}"))
+        answers.append(await client.response(timeout=30))
+        if pause:
+            await asyncio.sleep(pause)
+    return answers
+
+
 async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path: Path) -> None:
     """100 keep-alive clients each send 5 requests in a row to a full app (the work gate
     parks and holds them: congested_batch 4) while another app is used: every request gets
@@ -258,24 +273,14 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
         congested_batch=4,
         metrics=metrics,
     ) as r:
-
-        async def flood_client(n: int) -> list[int]:
-            client = await RawClient.open(r.port)
-            statuses = []
-            for i in range(5):
-                client.send(req("/sleep/20", test_id=f"f{n}-{i}"))
-                statuses.append((await client.response(timeout=30)).status)
-            return statuses
-
-        flood = [asyncio.ensure_future(flood_client(n)) for n in range(100)]
-        calm_client = await RawClient.open(r.port)
-        calm_statuses = []
-        for i in range(20):
-            calm_client.send(req(host="other.localhost", test_id=f"o{i}"))
-            calm_statuses.append((await calm_client.response(timeout=30)).status)
+        flood = [
+            asyncio.ensure_future(in_a_row(r.port, 5, path="/sleep/20", test_id=f"f{n}-"))
+            for n in range(100)
+        ]
+        calm = await in_a_row(r.port, 20, host="other.localhost", test_id="o")
         results = await asyncio.gather(*flood)
-        assert calm_statuses == [200] * 20
-        statuses = [s for per_client in results for s in per_client]
+        assert [x.status for x in calm] == [200] * 20
+        statuses = [x.status for per_client in results for x in per_client]
         assert len(statuses) == 500 and set(statuses) <= {200, 503}
         assert statuses.count(503) > 0 and statuses.count(200) > 0
         assert r.edge.context.gate is not None and r.edge.context.gate.held > 0
@@ -298,29 +303,19 @@ async def test_paced_keep_alive_flood_is_gated_and_loses_nothing(tmp_path: Path)
     calm = [Instance("o1")]
     metrics = Recorder()
     async with rig(tmp_path, flooded + calm, queue_max=10, queue_timeout=0.3, metrics=metrics) as r:
-
-        async def paced_client(n: int) -> list[tuple[int, bytes]]:
-            client = await RawClient.open(r.port)
-            answers = []
-            for i in range(4):
-                client.send(req("/sleep/20", test_id=f"p{n}-{i}"))
-                resp = await client.response(timeout=30)
-                answers.append((resp.status, resp.body))
-                await asyncio.sleep(0.02)  # the client's pacing, not a synchronisation
-            return answers
-
-        flood = [asyncio.ensure_future(paced_client(n)) for n in range(80)]
-        calm_client = await RawClient.open(r.port)
-        calm_statuses = []
-        for i in range(20):
-            calm_client.send(req(host="other.localhost", test_id=f"o{i}"))
-            calm_statuses.append((await calm_client.response(timeout=30)).status)
+        flood = [  # (pause: the clients' pacing, not a synchronisation)
+            asyncio.ensure_future(
+                in_a_row(r.port, 4, path="/sleep/20", test_id=f"p{n}-", pause=0.02)
+            )
+            for n in range(80)
+        ]
+        calm = await in_a_row(r.port, 20, host="other.localhost", test_id="o")
         results = await asyncio.gather(*flood)
-        assert calm_statuses == [200] * 20
-        statuses = [status for answers in results for status, _ in answers]
+        assert [x.status for x in calm] == [200] * 20
+        statuses = [x.status for answers in results for x in answers]
         assert len(statuses) == 320 and set(statuses) <= {200, 503}
         assert statuses.count(503) > 0 and statuses.count(200) > 0
-        assert all(body == b"a" for answers in results for status, body in answers if status == 200)
+        assert all(x.body == b"a" for answers in results for x in answers if x.status == 200)
         assert {kw["app"] for kw in metrics.of("gate_held")} >= {"demo"}
         assert flooded[0].max_active <= 2
         served = flooded[0].ids()

@@ -21,6 +21,9 @@ class Waiter:
     forced = None
 
 
+Conn = tuple[ClientConnection, FakeTransport]
+
+
 def request(app: str) -> bytes:
     return f"GET / HTTP/1.1\r\nHost: {app}.localhost\r\n\r\n".encode()
 
@@ -52,20 +55,24 @@ def app_a_full(loop: asyncio.AbstractEventLoop) -> tuple[EdgeContext, FakeTransp
     return ctx, up_transport
 
 
-async def _burst(loop: asyncio.AbstractEventLoop) -> None:
-    ctx, up_transport = app_a_full(loop)
-    registry = ConnectionRegistry(loop, 1.0)
-
-    def connect() -> tuple[ClientConnection, FakeTransport]:
+def connect(ctx: EdgeContext, registry: ConnectionRegistry, n: int) -> list[Conn]:
+    """``n`` new client connections of the edge ``ctx``, each on a fake transport."""
+    conns = []
+    for _ in range(n):
         conn = ClientConnection(ctx, registry)
         transport = FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
-        return conn, transport
+        conns.append((conn, transport))
+    return conns
 
-    flood = [connect() for _ in range(10)]
+
+async def _burst(loop: asyncio.AbstractEventLoop) -> None:
+    ctx, up_transport = app_a_full(loop)
+    registry = ConnectionRegistry(loop, 1.0)
+    flood = connect(ctx, registry, 10)
     for conn, _ in flood:  # one loop turn's worth of input: ten new connections for a
         conn.data_received(request("a"))
-    b_conn, _ = connect()
+    [(b_conn, _)] = connect(ctx, registry, 1)
     b_conn.data_received(request("b"))
 
     answered = [bool(t.data) for _, t in flood]
@@ -109,16 +116,10 @@ def test_a_released_connection_whose_client_sends_later_is_gated_again() -> None
 
 async def _released_idle(
     loop: asyncio.AbstractEventLoop,
-) -> tuple[EdgeContext, list[tuple[ClientConnection, FakeTransport]]]:
+) -> tuple[EdgeContext, list[Conn]]:
     """Ten connections of ``a`` (at capacity) that were each answered, parked and released."""
     ctx, _ = app_a_full(loop)
-    registry = ConnectionRegistry(loop, 1.0)
-    conns = []
-    for _ in range(10):
-        conn = ClientConnection(ctx, registry)
-        transport = FakeTransport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
-        conns.append((conn, transport))
+    conns = connect(ctx, ConnectionRegistry(loop, 1.0), 10)
     for conn, _ in conns:
         conn.data_received(request("a"))
     assert ctx.gate is not None
@@ -168,13 +169,7 @@ def test_a_request_waiting_when_its_connection_is_released_goes_at_once() -> Non
 async def _waiting_at_release(loop: asyncio.AbstractEventLoop) -> None:
     ctx, _ = app_a_full(loop)
     assert ctx.gate is not None
-    registry = ConnectionRegistry(loop, 1.0)
-    conns = []
-    for _ in range(6):
-        conn = ClientConnection(ctx, registry)
-        transport = FakeTransport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
-        conns.append((conn, transport))
+    conns = connect(ctx, ConnectionRegistry(loop, 1.0), 6)
     for conn, _ in conns:  # answered one batch per turn, then parked
         conn.data_received(request("a"))
     for _ in range(10):
