@@ -103,15 +103,11 @@ async def _burst(loop: asyncio.AbstractEventLoop) -> None:
     assert not any(t.paused for _, t in flood)
 
 
-def test_a_released_connection_whose_client_sends_later_is_gated_again() -> None:
+async def test_a_released_connection_whose_client_sends_later_is_gated_again() -> None:
     """Paced flood clients: their connections were parked and released (reading again,
     idle), and turns later all their clients send at the same tick. Only a batch starts
     in that turn; a pass from the release turn must not let them all through."""
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(_paced(loop))
-    finally:
-        loop.close()
+    await _paced(asyncio.get_running_loop())
 
 
 async def _released_idle(
@@ -156,14 +152,10 @@ async def _paced(loop: asyncio.AbstractEventLoop) -> None:
         assert [status for status, _ in Responses(bytes(t.data)).items] == [503]
 
 
-def test_a_request_waiting_when_its_connection_is_released_goes_at_once() -> None:
+async def test_a_request_waiting_when_its_connection_is_released_goes_at_once() -> None:
     """A parked connection whose client had already sent its next request: released in a
     turn, that request was the turn's work and is not held a second time."""
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(_waiting_at_release(loop))
-    finally:
-        loop.close()
+    await _waiting_at_release(asyncio.get_running_loop())
 
 
 async def _waiting_at_release(loop: asyncio.AbstractEventLoop) -> None:
@@ -193,12 +185,8 @@ async def _waiting_at_release(loop: asyncio.AbstractEventLoop) -> None:
             assert t.data, "a request read in its release turn was held again"
 
 
-def test_a_request_held_unparsed_is_answered_before_a_drain_closes_its_connection() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(_drain_held(loop))
-    finally:
-        loop.close()
+async def test_a_request_held_unparsed_is_answered_before_a_drain_closes_its_connection() -> None:
+    await _drain_held(asyncio.get_running_loop())
 
 
 async def _drain_held(loop: asyncio.AbstractEventLoop) -> None:
