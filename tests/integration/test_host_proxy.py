@@ -258,6 +258,21 @@ async def in_a_row(
     return answers
 
 
+def flood_answered(
+    inst: Instance, results: list[list[Response]], calm: list[Response], total: int
+) -> None:
+    """A keep-alive flood on ``inst`` (hard_limit 2) beside another app's ``calm`` run:
+    the calm requests all succeeded; each of the ``total`` flood requests got a 200 or a
+    503, some of each; the instance never went past its limit nor served one twice."""
+    assert [x.status for x in calm] == [200] * len(calm)
+    statuses = [x.status for answers in results for x in answers]
+    assert len(statuses) == total and set(statuses) <= {200, 503}
+    assert statuses.count(503) > 0 and statuses.count(200) > 0
+    assert inst.max_active <= 2
+    served = inst.ids()
+    assert len(served) == len(set(served)) == statuses.count(200)  # never twice
+
+
 async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path: Path) -> None:
     """100 keep-alive clients each send 5 requests in a row to a full app (the work gate
     parks and holds them: congested_batch 4) while another app is used: every request gets
@@ -279,18 +294,12 @@ async def test_keep_alive_flood_is_answered_in_turns_and_loses_nothing(tmp_path:
         ]
         calm = await in_a_row(r.port, 20, host="other.localhost", test_id="o")
         results = await asyncio.gather(*flood)
-        assert [x.status for x in calm] == [200] * 20
-        statuses = [x.status for per_client in results for x in per_client]
-        assert len(statuses) == 500 and set(statuses) <= {200, 503}
-        assert statuses.count(503) > 0 and statuses.count(200) > 0
+        flood_answered(flooded[0], results, calm, 500)
         assert r.edge.context.gate is not None and r.edge.context.gate.held > 0
         assert len(metrics.of("gate_held")) == r.edge.context.gate.held
         # the flooded app's requests, and (100 clients connecting at once) new connections
         assert {kw["app"] for kw in metrics.of("gate_held")} <= {"demo", "_new"}
         assert "demo" in {kw["app"] for kw in metrics.of("gate_held")}
-        assert flooded[0].max_active <= 2
-        served = flooded[0].ids()
-        assert len(served) == len(set(served)) == statuses.count(200)  # never twice
 
 
 async def test_paced_keep_alive_flood_is_gated_and_loses_nothing(tmp_path: Path) -> None:
@@ -311,15 +320,9 @@ async def test_paced_keep_alive_flood_is_gated_and_loses_nothing(tmp_path: Path)
         ]
         calm = await in_a_row(r.port, 20, host="other.localhost", test_id="o")
         results = await asyncio.gather(*flood)
-        assert [x.status for x in calm] == [200] * 20
-        statuses = [x.status for answers in results for x in answers]
-        assert len(statuses) == 320 and set(statuses) <= {200, 503}
-        assert statuses.count(503) > 0 and statuses.count(200) > 0
+        flood_answered(flooded[0], results, calm, 320)
         assert all(x.body == b"a" for answers in results for x in answers if x.status == 200)
         assert {kw["app"] for kw in metrics.of("gate_held")} >= {"demo"}
-        assert flooded[0].max_active <= 2
-        served = flooded[0].ids()
-        assert len(served) == len(set(served)) == statuses.count(200)  # never twice
 
 
 WS_REQUEST = (
