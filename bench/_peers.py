@@ -330,6 +330,13 @@ def start_bare_relay(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy
     return _start_relay_child(procs, "bare-relay", "_bare_relay.py", backend, cpus)
 
 
+def start_policy_relay(procs: Procs, work: Path, backend: int, cpus: str) -> Proxy:
+    """``_policy_relay.py``: the bare relay plus the per-request header policy issue 3
+    mandates, by Roost's own functions -- the floor for that policy in Python (a reference,
+    not a proxy; no h2)."""
+    return _start_relay_child(procs, "policy-relay", "_policy_relay.py", backend, cpus)
+
+
 def _start_relay_child(procs: Procs, name: str, script: str, backend: int, cpus: str) -> Proxy:
     """A bench script taking ``--port P --backend B``, on uvloop, answering ``APP_HOST``."""
     port = free_port()

@@ -57,6 +57,7 @@ from _peers import (
     start_envoy,
     start_haproxy,
     start_nginx,
+    start_policy_relay,
     start_roost_edge,
     start_roost_node,
     write_app,
@@ -76,6 +77,7 @@ PEERS: dict[str, Starter] = {
     "envoy": start_envoy,
     "roost-edge": start_roost_edge,
     "bare-relay": start_bare_relay,
+    "policy-relay": start_policy_relay,
 }
 
 BACKEND = "backend: nginx return 200, 1 worker, CPU 1"
@@ -386,7 +388,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--peers",
-        default="nginx,haproxy,envoy,roost-edge",
+        default="nginx,haproxy,envoy,roost-edge,bare-relay,policy-relay",
         help="comma-separated subset of " + ",".join(PEERS),
     )
     parser.add_argument(
