@@ -147,13 +147,15 @@ class EchoBackend(H11Server):
     ``/gated/N`` (first MiB, then waits for ``gate``), ``/truncate`` and
     ``/truncate-chunked`` (close mid-body), ``/eof/N`` (close-delimited body),
     ``/status/N``, ``/reject`` (413 without reading the body), ``/no-continue``.
-    ``drop=True`` closes every connection on receipt of a request, answering nothing.
+    ``drop=True`` closes every connection on receipt of a request, answering nothing (the
+    targets it read are in ``dropped``).
     """
 
     ident: str
     drop: bool = False
     drop_after: int | None = None  # drop each connection's requests after this many
     requests: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # targets read, then hung up on
     body_progress: int = 0
     sent: int = 0
     finished_sending: bool = False
@@ -171,6 +173,7 @@ class EchoBackend(H11Server):
         served: int,
     ) -> bool:
         if self.drop or (self.drop_after is not None and served >= self.drop_after):
+            self.dropped.append(request.target.decode())
             return False
         target = request.target.decode()
         if target == "/reject":

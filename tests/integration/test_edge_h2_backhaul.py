@@ -24,7 +24,6 @@ pytestmark = pytest.mark.integration
 class Sink:
     """An UpstreamSink that records what the backhaul stream reports."""
 
-    replayable: bool = True
     status: int = 0
     body: bytearray = field(default_factory=bytearray)
     trailers: Headers | None = None

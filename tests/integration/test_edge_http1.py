@@ -463,28 +463,41 @@ async def test_all_backends_dead_gives_502() -> None:
         assert r.header("roost-request-id")
 
 
-async def test_reset_before_response_retried_only_when_replayable() -> None:
-    """A GET whose instance dropped the connection is retried elsewhere; a POST is not."""
+async def test_attempts_are_bounded() -> None:
+    """With seven backends refusing connections, a request gives up after max_attempts (5):
+    502 saying five were tried."""
+    async with stack(0, dead=7) as s:
+        r = await fetch(s.port, get())
+        assert r.status == 502
+        assert b'could not reach any instance of app "demo" (5 tried' in r.body
+    async with stack(0, dead=7, max_attempts=2) as s:
+        r = await fetch(s.port, get())
+        assert b"(2 tried" in r.body
+
+
+async def test_reset_before_response_is_never_retried() -> None:
+    """An instance that read a request and dropped the connection may have acted on it: 502,
+    GET or POST alike, and no other instance gets it (DESIGN.md: never replay)."""
     async with stack(2, drop=(0,), unhealthy=(1,)) as s:  # b0 (healthy) is tried first
-        r = await fetch(s.port, get("/g"))
-        assert r.status == 200 and r.json()["id"] == "b1"
         post = f"POST /p HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 2\r\n\r\nhi".encode()
-        r = await fetch(s.port, post)
-        assert r.status == 502 and b"closed a new connection before responding" in r.body
-        assert [q["target"] for q in s.backends[1].requests] == ["/g"]
+        for request in (get("/g"), post):
+            r = await fetch(s.port, request)
+            assert r.status == 502 and b"closed a new connection before responding" in r.body
+        assert s.backends[0].dropped == ["/g", "/p"]  # each read once
+        assert s.backends[1].requests == [] and s.backends[1].dropped == []
 
 
 async def test_reset_on_reused_connection() -> None:
-    """A reused connection dying before any response byte: GET retried, POST gets 502."""
+    """A reused connection dying before any response byte: 502, not replayed elsewhere."""
     async with stack(2, unhealthy=(1,)) as s:
         s.backends[0].drop_after = 1  # b0 answers once per connection, then hangs up
         assert (await fetch(s.port, get("/1"))).json()["id"] == "b0"
-        assert (await fetch(s.port, get("/2"))).json()["id"] == "b1"  # b0's reused conn died
-        assert (await fetch(s.port, get("/3"))).json()["id"] == "b0"  # on a new connection
-        post = f"POST /p HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 2\r\n\r\nhi".encode()
-        r = await fetch(s.port, post)
+        r = await fetch(s.port, get("/2"))  # on b0's reused connection, which it drops
         assert r.status == 502 and b"closed a reused connection before responding" in r.body
-        assert [q["target"] for q in s.backends[1].requests] == ["/2"]
+        assert (await fetch(s.port, get("/3"))).json()["id"] == "b0"  # on a new connection
+        assert [q["target"] for q in s.backends[0].requests] == ["/1", "/3"]
+        assert s.backends[0].dropped == ["/2"]
+        assert s.backends[1].requests == []
 
 
 async def test_upstream_closing_mid_body_closes_client() -> None:
@@ -652,6 +665,15 @@ BAD_REQUESTS = {
     "bare_lf": "GET / HTTP/1.1\nHost: {h}\n\n",
     "nul_in_value": "GET / HTTP/1.1\r\nHost: {h}\r\nX-A: a\x00b\r\n\r\n",
     "bad_host": "GET / HTTP/1.1\r\nHost: de mo/x\r\n\r\n",
+    "bare_cr": "GET / HTTP/1.1\r\nHost: {h}\r\nX-A: a\rb\r\n\r\n",
+    "te_xchunked": "POST / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    "te_chunked_identity": "POST / HTTP/1.1\r\nHost: {h}\r\n"
+    "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    "te_chunked_twice": "POST / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "cl_negative": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: -1\r\n\r\n",
+    "cl_list": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 1,1\r\n\r\na",
+    "cl_plus": "POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: +1\r\n\r\na",
 }
 
 
@@ -665,6 +687,34 @@ async def test_ambiguous_framing_rejected(name: str) -> None:
         assert [r.status for r in client.responses] == [400]
         assert client.responses[0].header("connection") == "close"
         assert s.backends[0].requests == [] and s.backends[0].connections == 0
+
+
+async def test_endless_chunk_extension_gets_400() -> None:
+    """A chunk-size line whose extension never ends (no limit would count it: httptools
+    reports no extensions) gets 400 and the connection closes, long before the client is
+    done; the body's normal chunks before it went through."""
+    async with stack() as s:
+        client = await RawClient.open(s.port)
+        client.send(
+            f"POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "5\r\nhello\r\n5;name=".encode()
+        )
+        closed = asyncio.ensure_future(client.wait_closed(timeout=10))
+        sent = 0
+        while sent < 4 * 1024 * 1024 and not closed.done():  # bounded: 4 MiB at most
+            client.send(b"v" * 8192)
+            sent += 8192
+            await client.writer.drain()
+            await asyncio.sleep(0)
+        await closed
+        assert [r.status for r in client.responses] == [400]
+        assert b"chunk extensions too long" in client.responses[0].body
+        assert sent < 1024 * 1024  # cut off near the limit (16 KiB + trailers' 64 KiB)
+        # many small chunks with short extensions stay within the bound
+        body = b"".join(b"1;k=v\r\nx\r\n" for _ in range(20000)) + b"0\r\n\r\n"
+        head = f"POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        r = await fetch(s.port, head.encode() + body)
+        assert r.status == 200 and r.json()["body_len"] == 20000
 
 
 async def test_bad_request_after_good_one_answered_in_order() -> None:
@@ -686,6 +736,9 @@ async def test_oversized_header_section_gets_431() -> None:
         assert [r.status for r in client.responses] == [431]
         one = "X-Big: " + "v" * 70000 + "\r\n"
         r = await fetch(s.port, get(extra=one))
+        assert r.status == 431
+        lines = "".join(f"X-{i}: v\r\n" for i in range(129))  # max_headers: 128 lines
+        r = await fetch(s.port, get(extra=lines))
         assert r.status == 431
         assert s.backends[0].requests == []
 

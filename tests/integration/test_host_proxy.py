@@ -155,11 +155,16 @@ async def test_never_twice_under_contention(tmp_path: Path) -> None:
         assert max(i.max_active for i in instances) <= 2
 
 
-async def test_instance_that_saw_request_never_sees_it_again(tmp_path: Path) -> None:
-    """An instance that read a POST and hung up: 502, and no other instance gets it."""
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_instance_that_saw_request_never_sees_it_again(tmp_path: Path, method: str) -> None:
+    """An instance that read a request and hung up: 502, and neither it (again) nor another
+    instance gets it -- a GET too: it may have had effects (DESIGN.md: never replay)."""
     a, b = Instance("a"), Instance("b", node="n2", rtt=0.01)
+    request = req("/drop", test_id="once")
+    if method == "POST":
+        request = post("/drop", b"once", test_id="once")
     async with rig(tmp_path, [a, b]) as r:
-        resp = await fetch(r.port, post("/drop", b"once", test_id="once"))
+        resp = await fetch(r.port, request)
         assert resp.status == 502
         assert a.ids() == ["once"] and b.ids() == []
 

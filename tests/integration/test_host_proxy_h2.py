@@ -182,12 +182,17 @@ async def test_never_twice_h2_under_contention(tmp_path: Path) -> None:
         assert max(i.max_active for i in instances) <= 2
 
 
-async def test_h2_request_the_instance_saw_is_never_replayed(tmp_path: Path) -> None:
-    """An instance that read an HTTP/2 POST and hung up: 502, no other instance gets it."""
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_h2_request_the_instance_saw_is_never_replayed(tmp_path: Path, method: str) -> None:
+    """An instance that read an HTTP/2 request (a GET too) and hung up: 502, and neither it
+    (again) nor another instance gets it."""
     a, b = Instance("a"), Instance("b", node="n2", rtt=0.01)
     async with rig(tmp_path, [a, b]) as r, h2_client(r.port) as c:
-        headers = [("content-length", "4"), ("x-test-id", "once")]
-        sid = c.request("/drop", method="POST", authority=DEMO, headers=headers, body=b"once")
+        if method == "POST":
+            headers = [("content-length", "4"), ("x-test-id", "once")]
+            sid = c.request("/drop", method="POST", authority=DEMO, headers=headers, body=b"once")
+        else:
+            sid = c.request("/drop", authority=DEMO, headers=[("x-test-id", "once")])
         reply = await c.done(sid)
         assert reply.status == 502
         assert a.ids() == ["once"] and b.ids() == []

@@ -20,7 +20,6 @@ from http import HTTPStatus
 from typing import Literal
 
 __all__ = [
-    "IDEMPOTENT_METHODS",
     "ProxyError",
     "at_capacity",
     "bad_request",
@@ -42,9 +41,6 @@ __all__ = [
 ]
 
 Origin = Literal["client", "edge", "upstream"]
-
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-"""Methods the edge may replay after a connection died before any response byte."""
 
 
 class ProxyError(Exception):
@@ -259,17 +255,16 @@ def upstream_connect_failed(instance_id: str, exc: BaseException) -> ProxyError:
     )
 
 
-def upstream_lost(
-    instance_id: str, *, response_started: bool, replayable: bool, reused: bool
-) -> ProxyError:
+def upstream_lost(instance_id: str, *, response_started: bool, reused: bool) -> ProxyError:
     """502: the upstream connection closed or reset while a request was on it.
 
-    Retry rule: once request bytes were written the instance may have seen them, so a
-    reset before any response byte is retry-safe only when the request is *replayable*
-    (an idempotent method without a body) -- on a reused keep-alive connection (the
-    classic "server closed the idle connection as we reused it" race) and on a fresh one
-    alike. A reset after response bytes is never retry-safe (and the client connection is
-    closed, since the response is truncated).
+    Never retry-safe: once request bytes were written the instance may have seen them
+    (DESIGN.md: never replay a request an app may have processed), whatever the method --
+    a GET can have effects too. That includes a reused keep-alive connection the instance
+    closed just as the request went out: the pools keep reading idle connections (a close
+    is seen before reuse) and expire them before the instances' own keep-alive timeout, so
+    that race is narrow, and a 502 beats a request run twice. A reset after response bytes
+    also closes the client connection, since the response is truncated.
     """
     where = "a reused" if reused else "a new"
     when = "mid-response" if response_started else "before responding"
@@ -278,7 +273,6 @@ def upstream_lost(
         "upstream_reset",
         f"instance {_quote(instance_id)} closed {where} connection {when}",
         origin="upstream",
-        retry_safe=replayable and not response_started,
     )
 
 

@@ -99,7 +99,6 @@ class Exchange(ResponseRelay):
         "info",
         "method",
         "protocol",
-        "replayable",
         "request_done",
         "request_id",
         "response_started",
@@ -127,7 +126,6 @@ class Exchange(ResponseRelay):
         self.app = ""
         self.status = 0
         self.has_body = has_body = info.chunked or bool(info.content_length)
-        self.replayable = not has_body and method in errors.IDEMPOTENT_METHODS
         self.request_done = not has_body
         self.response_started = False
         self.finished = False
@@ -253,14 +251,11 @@ class Exchange(ResponseRelay):
 
     # -- attempts ---------------------------------------------------------------------
 
-    def _send_to(
-        self, backend: Backend, head: bytes | Headers, *, flush: bool = True, fresh: bool = False
-    ) -> None:
-        """Start an attempt: a pooled connection to ``backend`` (unless ``fresh``) or a new
-        one."""
+    def _send_to(self, backend: Backend, head: bytes | Headers, *, flush: bool = True) -> None:
+        """Start an attempt: a pooled connection to ``backend`` or a new one."""
         self._backend = backend
         self._refused = None
-        conn = None if fresh else self._pool_for(backend).take(backend)
+        conn = self._pool_for(backend).take(backend)
         if conn is not None:
             self._bind(conn, head, flush=flush)
         else:

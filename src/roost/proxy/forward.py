@@ -18,11 +18,11 @@
    address, ``backhaul_h2_max_streams`` each, idle ones closed after
    ``backhaul_h2_idle_timeout``; metrics pool ``edge_backhaul_h2``);
 4. **retry** only when the instance never saw the request (DESIGN.md): the host proxy
-   refused it (``Roost-Refused``, or HTTP/2 ``REFUSED_STREAM``: the same), the connect
-   failed or timed out, or -- for a replayable
-   request (GET/HEAD/OPTIONS without body) only -- the connection closed before any
-   response byte. At most ``max_attempts`` attempts per round, and only while the body
-   sent so far is kept (``retry_buffer_bytes``);
+   refused it (``Roost-Refused``, or HTTP/2 ``REFUSED_STREAM``: the same), or the connect
+   failed or timed out. A connection that closed with the request on it is never a reason
+   to retry, whatever the method (:func:`~roost.proxy.errors.upstream_lost`). At most
+   ``max_attempts`` attempts per round, and only while the body sent so far is kept
+   (``retry_buffer_bytes``);
 5. **wait** when every instance is full: the app's bounded FIFO
    (:mod:`~roost.proxy.waitqueue`), woken when a host proxy releases a slot, for up to
    ``queue_timeout``; then ``503`` "at capacity". A woken request starts a new round.
@@ -337,6 +337,5 @@ _INSTANCE = backhaul.INSTANCE.lower()
 def _retry_reason(err: errors.ProxyError, refused: bytes | None) -> RetryReason:
     if refused is not None:
         return "connect_failed" if refused == backhaul.UNREACHABLE else "refused"
-    if err.reason == "upstream_connect_failed":
-        return "connect_timeout" if "timed out" in err.message else "connect_failed"
-    return "reset_before_response"
+    # (the only other retry-safe failure: a connect that failed or timed out)
+    return "connect_timeout" if "timed out" in err.message else "connect_failed"

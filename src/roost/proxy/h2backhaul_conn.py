@@ -172,7 +172,6 @@ class BackhaulStream(StreamOut):
         return errors.upstream_lost(
             self.instance_id,
             response_started=self.response_started,
-            replayable=sink.replayable,
             reused=self.requests > 1,
         )
 

@@ -111,7 +111,7 @@ class HostExchange(Exchange):
     """One backhaul request: admit, forward to the instance, release."""
 
     role = "host"
-    __slots__ = ("_retried", "_target")
+    __slots__ = ("_target",)
 
     _ctx: HostContext
 
@@ -127,7 +127,6 @@ class HostExchange(Exchange):
     ) -> None:
         super().__init__(ctx, down, method, head, info, host, request_id)
         self._target: HostTarget | None = None  # set while admitted
-        self._retried = False
 
     def start(self, *, flush: bool = True) -> None:
         """Admit against the instance's hard limit, then forward."""
@@ -156,10 +155,6 @@ class HostExchange(Exchange):
             return self._fail(err)
         if err.reason == "upstream_connect_failed":
             return self._fail(backhaul.refusal(backhaul.UNREACHABLE, target.instance_id))
-        if not self._retried and self._rewind():
-            # a replayable request on a pooled connection the instance had just closed
-            self._retried = True
-            return self._send_to(target.backend, self._head, fresh=True)
         self._fail(err)
 
     def _finish(self, status: int) -> None:

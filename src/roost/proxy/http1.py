@@ -14,7 +14,10 @@ Rules kept here:
   :func:`~roost.proxy.headers.prepare_head` adds the rest (TE other than exactly
   ``chunked``, several Host headers). Anything rejected gets 400 + close and never
   reaches an instance. Head > ``max_header_bytes`` -> 431, target > ``max_uri_bytes``
-  -> 414, CONNECT -> 405, HTTP/1.1 without Host -> 400, other versions -> 505.
+  -> 414, CONNECT -> 405, HTTP/1.1 without Host -> 400, other versions -> 505. A chunked
+  body whose framing outgrows its bound (an endless chunk extension; see
+  :mod:`~roost.proxy.http1_reader`) -> 400 + close, the request already streaming upstream
+  aborted there.
 - **Expect: 100-continue is forwarded** and the instance's ``100 Continue`` relayed: the
   app decides whether it wants the body (and can refuse it with e.g. 413 before it is
   sent). HTTP/1.0 clients get neither (RFC 9110 section 10.1.1).
@@ -93,6 +96,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         "_active_http10",
         "_active_keep_alive",
         "_app",
+        "_chunk_base",
+        "_chunk_fed",
+        "_chunks",
         "_client_ip",
         "_close_after",
         "_closed",
@@ -164,6 +170,11 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self._trailer_bytes = 0
         self._discarded = 0  # body bytes of an already answered request, thrown away
         self._head_fed = 0  # bytes fed while this head was incomplete (a bound on its size)
+        # a chunked body's framing: body bytes when counting began (-1: not yet), bytes fed
+        # since, chunks seen (http1_reader's _check_chunk_framing)
+        self._chunk_base = -1
+        self._chunk_fed = 0
+        self._chunks = 0
         self._feed_len = 0
         # exchanges: the one being answered, the one receiving body bytes, the waiting ones
         self._active: Exchange | None = None
@@ -233,6 +244,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
                 if not self._stop_parsing or self._reject is not None:
                     self._bad_input(self._reject or errors.bad_request(str(exc)))
             break
+        parsing = self._parsing
+        if parsing is not None and parsing.info.chunked and not self._stop_parsing:
+            self._check_chunk_framing(parsing, len(data))
         if self._in_head and not self._closing:
             self._head_fed += len(data)
             if self._head_fed > self._limits.max_header_bytes + _HEAD_SLACK:

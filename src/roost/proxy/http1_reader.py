@@ -9,7 +9,10 @@ the only one; a pipelined one queues behind the one in flight (reading pauses); 
 app at capacity may be held by the work gate (:mod:`roost.proxy.workgate`) until its turn.
 Body bytes go to the exchange being parsed -- or are counted and dropped when it was already
 answered. Trailer fields of a chunked request are counted against the head limit, not
-forwarded.
+forwarded. A chunked body's framing (chunk-size lines with their extensions, CRLFs,
+trailers) is bounded too (:meth:`RequestReader._check_chunk_framing`): httptools reports
+no chunk extensions, so a client could otherwise stream an endless extension that no limit
+counts (CVE-2024-22019 in Node.js) -- it gets 400 and the connection closes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["PAUSE_PIPELINE", "RequestReader"]
 
 PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
+# a chunked body's framing bytes allowed beyond its trailers: chunk extensions in all, and
+# per chunk (size line, CRLFs); more is 400 (Node.js caps chunk extensions at 16 KiB)
+CHUNK_EXTENSIONS_MAX = 16 * 1024
+_PER_CHUNK = 64
 
 
 class _Reject(Exception):
@@ -62,6 +69,9 @@ class RequestReader:
     _gate_pass: int
     _rate_bytes: int
     _closing: bool
+    _chunk_base: int
+    _chunk_fed: int
+    _chunks: int
 
     def on_message_begin(self) -> None:
         if self._stop_parsing:
@@ -72,6 +82,8 @@ class RequestReader:
         self._trailer_bytes = 0
         self._discarded = 0
         self._head_fed = 0
+        self._chunk_base = -1  # (a chunked body's framing: not counted yet)
+        self._chunks = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -149,12 +161,31 @@ class RequestReader:
         if self._discarded > self._limits.request_buffer_bytes and not self._closing:
             self._close(linger=True)
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_message_complete(self) -> None:
         ex, self._parsing = self._parsing, None
         if ex is not None:
             ex.request_end()
         if not self._parsing_keep_alive:
             self._stop_parsing = True
+
+    def _check_chunk_framing(self, ex: Exchange, fed: int) -> None:
+        """After a read of ``fed`` bytes that left ``ex``'s chunked body incomplete: those
+        bytes minus the body bytes they carried are framing; rejects a body whose framing
+        outgrows its trailers' limit plus :data:`CHUNK_EXTENSIONS_MAX` plus a little per
+        chunk. Counted from the read after the one that completed the head (that read's
+        split between head and body is unknown; it is at most one read)."""
+        body = ex.bytes_in + self._discarded
+        if self._chunk_base < 0:
+            self._chunk_base, self._chunk_fed = body, 0
+            return
+        self._chunk_fed += fed
+        framing = self._chunk_fed - (body - self._chunk_base)
+        allowed = self._limits.max_header_bytes + CHUNK_EXTENSIONS_MAX + _PER_CHUNK * self._chunks
+        if framing > allowed and not self._closing:
+            self._bad_input(errors.bad_request("chunk extensions too long"))
 
     def _held_by_gate(self, ex: Exchange, passed: int) -> bool:
         """Whether the work gate holds this request back (its app is at capacity and has

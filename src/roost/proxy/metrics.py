@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 Role = Literal["edge", "host"]
-RetryReason = Literal["refused", "connect_failed", "connect_timeout", "reset_before_response"]
+RetryReason = Literal["refused", "connect_failed", "connect_timeout"]
 TimeoutKind = Literal[
     "header_deadline", "body_rate", "connect", "response_headers", "keepalive_idle"
 ]

@@ -11,8 +11,8 @@ EOF); responses to HEAD and 1xx/204/304 responses have no body. Interim 1xx resp
 (``100 Continue``, ``103 Early Hints``) are passed on as they come; ``101`` answers a
 request sent with ``upgrade=True`` by turning the connection into one side of a
 :class:`~roost.proxy.tunnel.Tunnel` (otherwise it is an error). A connection that ends
-before the response is complete is reported with :func:`errors.upstream_lost`; whether
-that is retry-safe is decided there.
+before the response is complete is reported with :func:`errors.upstream_lost` (never
+retry-safe: the instance may have seen the request).
 
 Flow control, both ways: the sink is told when this connection's write buffer is full
 (it pauses reading the client), and the sink pauses this connection's reading while the
@@ -49,8 +49,6 @@ def pool_key(backend: Backend) -> Key:
 
 class UpstreamSink(Protocol):
     """What an upstream connection reports to (one request's exchange)."""
-
-    replayable: bool
 
     def upstream_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
     def upstream_head(self, status: int, reason: bytes, headers: Headers) -> ResponseInfo: ...
@@ -235,7 +233,6 @@ class UpstreamConnection(asyncio.Protocol):
                 errors.upstream_lost(
                     self.instance_id,
                     response_started=self._head_done,
-                    replayable=sink.replayable,
                     reused=self.requests > 1,
                 )
             )
