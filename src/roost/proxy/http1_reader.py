@@ -185,7 +185,9 @@ class RequestReader:
         framing = self._chunk_fed - (body - self._chunk_base)
         allowed = self._limits.max_header_bytes + CHUNK_EXTENSIONS_MAX + _PER_CHUNK * self._chunks
         if framing > allowed and not self._closing:
-            self._bad_input(errors.bad_request("chunk extensions too long"))
+            self._bad_input(
+                errors.bad_request("chunked framing too long (chunk extensions or trailer section)")
+            )
 
     def _held_by_gate(self, ex: Exchange, passed: int) -> bool:
         """Whether the work gate holds this request back (its app is at capacity and has
