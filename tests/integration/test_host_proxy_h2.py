@@ -3,7 +3,8 @@
 The backhaul follows the client's protocol (HTTP/2 requests ride multiplexed HTTP/2
 backhaul connections), the host proxy refuses at the hard limit with RST_STREAM
 REFUSED_STREAM before the instance sees a byte, and the edge treats that exactly like an
-HTTP/1.1 ``Roost-Refused``: retry elsewhere, never twice.
+HTTP/1.1 ``Roost-Refused``: retry elsewhere, never twice. The adaptive flow-control
+windows grow on the backhaul connection too, on both of its ends.
 """
 
 from __future__ import annotations
@@ -208,3 +209,22 @@ async def test_h2_request_rejected_before_an_exchange_is_counted(tmp_path: Path)
         assert r.by_id("a").seen == []
         calls = metrics.of("request_finished")
         assert [(m["role"], m["status"], m["protocol"]) for m in calls] == [("edge", 400, "h2")]
+
+
+async def test_backhaul_windows_grow_with_bdp_both_ways(tmp_path: Path) -> None:
+    """The adaptive windows work on the second hop too: a 16 MiB download grows the edge's
+    receive window on its HTTP/2 backhaul connection, and a 16 MiB upload grows the host
+    proxy's receive window on its side of that connection (both start at 64 KiB)."""
+    a = Instance("a")
+    async with rig(tmp_path, [a], in_process=False) as r, h2_client(r.port) as c:
+        size = 16 << 20
+        reply = await c.done(c.request(f"/big/{size}", authority=DEMO), 60)
+        assert reply.status == 200 and len(reply.body) == size
+        [backhaul] = [conn for conns in r.edge.context.h2pool._conns.values() for conn in conns]
+        assert backhaul.window.window > 65535
+        sid = c.request("/up", method="POST", authority=DEMO, end=False)
+        await c.upload(sid, b"u" * size, timeout=60)
+        assert (await c.done(sid, 60)).status == 200
+        assert a.seen[-1]["body_len"] == size
+        hosts = [conn for conn in r.host.connections.connections if hasattr(conn, "window")]
+        assert hosts and max(conn.window.window for conn in hosts) > 65535
