@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import httptools
 import uvloop
@@ -80,30 +82,40 @@ class Client(asyncio.Protocol):
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(request)
         else:
-            asyncio.get_running_loop().create_task(self._connect(request))
-
-    async def _connect(self, request: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        transport, upstream = await loop.create_connection(lambda: Upstream(self), *self.backend)
-        self.upstream = upstream
-        transport.write(request)
+            asyncio.get_running_loop().create_task(connect(self, Upstream, request))
 
 
-async def main(args: argparse.Namespace) -> None:
+async def connect(client: Any, upstream: Callable[[Any], asyncio.Protocol], request: bytes) -> None:
+    """Open ``client``'s upstream connection (protocol ``upstream(client)``), then send its
+    first request on it. (Shared with ``_policy_relay.py``.)"""
     loop = asyncio.get_running_loop()
-    backend = ("127.0.0.1", args.backend)
-    server = await loop.create_server(lambda: Client(backend), "127.0.0.1", args.port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
+    transport, proto = await loop.create_connection(lambda: upstream(client), *client.backend)
+    client.upstream = proto
+    transport.write(request)
+
+
+def run(description: str, make_client: Callable[[tuple[str, int]], asyncio.Protocol]) -> None:
+    """Parse ``--port P --backend B``, serve ``make_client(backend)`` per connection on
+    uvloop until SIGTERM/SIGINT. (Shared with ``_policy_relay.py``.)"""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", type=int, required=True)
+    args = parser.parse_args()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        backend = ("127.0.0.1", args.backend)
+        server = await loop.create_server(lambda: make_client(backend), "127.0.0.1", args.port)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+
+    uvloop.run(main())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--backend", type=int, required=True)
-    uvloop.run(main(parser.parse_args()))
+    run(__doc__.splitlines()[0], Client)

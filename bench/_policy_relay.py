@@ -5,8 +5,8 @@ work issue 3 mandates, done by Roost's own functions.
 
 A reference point for ``throughput.py`` (peer ``policy-relay``), not a proxy. It is
 ``_bare_relay.py`` (uvloop + httptools, one upstream keep-alive connection per client
-connection, GETs without a body) plus, per request, what every request through the edge must
-get whatever the implementation:
+connection, GETs without a body; its ``connect`` and ``run`` serve here too) plus, per
+request, what every request through the edge must get whatever the implementation:
 
 - the request head checked and rewritten (:func:`roost.proxy.headers.prepare_head`: framing
   checks, client ``roost-*`` stripped, ``X-Forwarded-*``, ``Via``, ``Roost-Client-IP``,
@@ -24,12 +24,10 @@ cost. Written here because it exists only to be measured; never use it for anyth
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import signal
 
 import httptools
-import uvloop
+from _bare_relay import connect, run
 
 from roost.proxy.forwarding import RequestIds, forwarding_tail
 from roost.proxy.headers import encode_head, prepare_head, prepare_response
@@ -124,30 +122,8 @@ class Client(asyncio.Protocol):
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(head)
         else:
-            asyncio.get_running_loop().create_task(self._connect(head))
-
-    async def _connect(self, request: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        transport, upstream = await loop.create_connection(lambda: Upstream(self), *self.backend)
-        self.upstream = upstream
-        transport.write(request)
-
-
-async def main(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    backend = ("127.0.0.1", args.backend)
-    server = await loop.create_server(lambda: Client(backend), "127.0.0.1", args.port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
+            asyncio.get_running_loop().create_task(connect(self, Upstream, head))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--backend", type=int, required=True)
-    uvloop.run(main(parser.parse_args()))
+    run(__doc__.splitlines()[0], Client)
