@@ -427,6 +427,19 @@ class RawClient:
         """Body bytes of the response being received so far."""
         return len(self._cur.body) if self._cur is not None else 0
 
+    async def send_until_closed(self, piece: bytes, limit: int, timeout: float = 10.0) -> int:
+        """Send ``piece`` again and again (at most ``limit`` bytes in all) until the edge
+        closes the connection, reading its answer meanwhile; the number of bytes sent."""
+        closed = asyncio.ensure_future(self.wait_closed(timeout=timeout))
+        sent = 0
+        while sent < limit and not closed.done():
+            self.send(piece)
+            sent += len(piece)
+            await self.writer.drain()
+            await asyncio.sleep(0)  # (the edge may run in this loop)
+        await closed
+        return sent
+
     async def wait_closed(self, timeout: float = 5.0) -> None:
         """Read (and parse) until the edge closes the connection."""
         async with asyncio.timeout(timeout):
@@ -450,3 +463,58 @@ async def fetch(port: int, request: bytes) -> Response:
         return await client.response()
     finally:
         await client.close()
+
+
+# -- checks shared by the edge-only and the full-path suites ------------------------------
+# (the backend answers as EchoBackend does: JSON describing the request, /status/N, /reject)
+
+
+async def check_expect_continue(port: int) -> None:
+    """``Expect: 100-continue``: the backend's 100 comes back before the body is sent, then
+    the body arrives and is answered."""
+    client = await RawClient.open(port)
+    client.send(
+        f"POST /x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    await client.read_until(lambda: client.interim)
+    assert client.interim == [100]
+    client.send(b"hello")
+    r = await client.response()
+    assert r.status == 200 and r.json()["body"] == "hello"
+    await client.close()
+
+
+async def check_early_final_answer(port: int) -> None:
+    """A backend answering 413 before reading a 100-continue body: the client gets it with
+    ``Connection: close``, and the connection closes."""
+    client = await RawClient.open(port)
+    client.send(
+        f"POST /reject HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    r = await client.response()
+    assert r.status == 413 and r.header("connection") == "close"
+    await client.wait_closed()
+
+
+async def check_bodiless_responses(port: int) -> None:
+    """HEAD, 204 and 304 end at their head: one client connection carries them and a
+    request after them (the caller checks the backend side)."""
+    client = await RawClient.open(port)
+    client.send(f"HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await client.reader.read(65536)
+        assert chunk, "closed after a HEAD"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
+    assert head.endswith(b"\r\n\r\n")  # no body bytes after the head
+    client._parser = httptools.HttpResponseParser(client)
+    for status in (204, 304):
+        client.send(get(f"/status/{status}"))
+        r = await client.response()
+        assert r.status == status and r.body == b""
+    client.send(get("/last"))
+    assert (await client.response()).json()["target"] == "/last"
+    await client.close()

@@ -17,7 +17,6 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httptools
 import httpx
 import pytest
 import uvloop
@@ -27,6 +26,9 @@ from roost.proxy.edge import Edge
 from tests.integration.rig import (
     HOST,
     RawClient,
+    check_bodiless_responses,
+    check_early_final_answer,
+    check_expect_continue,
     fetch,
     get,
     stack,
@@ -373,38 +375,14 @@ async def test_backpressure_from_slow_client() -> None:
 async def test_head_204_304_have_no_body() -> None:
     """HEAD, 204 and 304 responses end at their head and the connection goes on."""
     async with stack() as s:
-        client = await RawClient.open(s.port)
-        client.send(f"HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await client.reader.read(65536)
-        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
-        assert head.endswith(b"\r\n\r\n")
-        client._parser = httptools.HttpResponseParser(client)
-        for status in (204, 304):
-            client.send(get(f"/status/{status}"))
-            r = await client.response()
-            assert r.status == status and r.body == b""
-        client.send(get("/last"))
-        assert (await client.response()).json()["target"] == "/last"
+        await check_bodiless_responses(s.port)
         assert s.backends[0].connections == 1
-        await client.close()
 
 
 async def test_expect_100_continue_forwarded() -> None:
     """Expect: 100-continue goes to the app, whose 100 Continue comes back; curl works."""
     async with stack() as s:
-        client = await RawClient.open(s.port)
-        client.send(
-            f"POST /x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n"
-            "Expect: 100-continue\r\n\r\n".encode()
-        )
-        await client.read_until(lambda: client.interim)
-        assert client.interim == [100]
-        client.send(b"hello")
-        r = await client.response()
-        assert r.json()["body"] == "hello"
-        await client.close()
+        await check_expect_continue(s.port)
         code, out, err = await curl(
             "-H",
             f"Host: {HOST}",
@@ -421,14 +399,7 @@ async def test_expect_100_continue_forwarded() -> None:
 async def test_early_final_response_closes_connection() -> None:
     """An app answering before reading the body: client gets it with Connection: close."""
     async with stack() as s:
-        client = await RawClient.open(s.port)
-        client.send(
-            f"POST /reject HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n"
-            "Expect: 100-continue\r\n\r\n".encode()
-        )
-        r = await client.response()
-        assert r.status == 413 and r.header("connection") == "close"
-        await client.wait_closed()
+        await check_early_final_answer(s.port)
 
 
 async def test_with_curl() -> None:
@@ -699,14 +670,7 @@ async def test_endless_chunk_extension_gets_400() -> None:
             f"POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
             "5\r\nhello\r\n5;name=".encode()
         )
-        closed = asyncio.ensure_future(client.wait_closed(timeout=10))
-        sent = 0
-        while sent < 4 * 1024 * 1024 and not closed.done():  # bounded: 4 MiB at most
-            client.send(b"v" * 8192)
-            sent += 8192
-            await client.writer.drain()
-            await asyncio.sleep(0)
-        await closed
+        sent = await client.send_until_closed(b"v" * 8192, limit=4 * 1024 * 1024)
         assert [r.status for r in client.responses] == [400]
         assert b"chunked framing too long" in client.responses[0].body
         assert sent < 1024 * 1024  # cut off near the limit (16 KiB + trailers' 64 KiB)

@@ -382,14 +382,7 @@ async def test_endless_trailer_field_gets_400() -> None:
             f"POST /t HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
             "5\r\nhello\r\n0\r\nX-Endless: ".encode()
         )
-        closed = asyncio.ensure_future(client.wait_closed(timeout=5))
-        sent = 0
-        while sent < 4 * MiB and not closed.done():  # bounded: 4 MiB at most
-            client.send(b"v" * 8192)
-            sent += 8192
-            await client.writer.drain()
-            await asyncio.sleep(0)
-        await closed
+        sent = await client.send_until_closed(b"v" * 8192, limit=4 * MiB, timeout=5)
         assert [r.status for r in client.responses] == [400]
         body = client.responses[0].body
         assert (

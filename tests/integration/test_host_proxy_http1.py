@@ -16,11 +16,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import httptools
 import pytest
 
 from tests.integration.hostrig import rig
-from tests.integration.rig import HOST, EchoBackend, RawClient, fetch, get, wait_for
+from tests.integration.rig import (
+    HOST,
+    EchoBackend,
+    RawClient,
+    check_bodiless_responses,
+    check_early_final_answer,
+    check_expect_continue,
+    fetch,
+    get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,33 +91,15 @@ async def test_chunked_response_and_its_trailers_reach_the_client(tmp_path: Path
 async def test_expect_100_continue_crosses_both_hops(tmp_path: Path) -> None:
     """The instance's 100 Continue comes back through the host proxy and the edge; the body
     is sent only then, and arrives."""
-    e1 = EchoInstance("e1")
-    async with rig(tmp_path, [e1]) as r:
-        client = await RawClient.open(r.port)
-        client.send(
-            f"POST /x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n"
-            "Expect: 100-continue\r\n\r\n".encode()
-        )
-        await client.read_until(lambda: client.interim)
-        assert client.interim == [100]
-        client.send(b"hello")
-        resp = await client.response()
-        assert resp.status == 200 and resp.json()["body"] == "hello"
-        await client.close()
+    async with rig(tmp_path, [EchoInstance("e1")]) as r:
+        await check_expect_continue(r.port)
 
 
 async def test_early_final_answer_closes_the_client_connection(tmp_path: Path) -> None:
     """An instance answering 413 before reading a 100-continue body: the client gets the
     413 with Connection: close, and the connection closes (the body was never sent)."""
     async with rig(tmp_path, [EchoInstance("e1")]) as r:
-        client = await RawClient.open(r.port)
-        client.send(
-            f"POST /reject HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n"
-            "Expect: 100-continue\r\n\r\n".encode()
-        )
-        resp = await client.response()
-        assert resp.status == 413 and resp.header("connection") == "close"
-        await client.wait_closed()
+        await check_early_final_answer(r.port)
 
 
 async def test_responses_without_body_keep_the_connections(tmp_path: Path) -> None:
@@ -116,22 +107,6 @@ async def test_responses_without_body_keep_the_connections(tmp_path: Path) -> No
     instance connection serve them all and a request after them."""
     e1 = EchoInstance("e1")
     async with rig(tmp_path, [e1]) as r:
-        client = await RawClient.open(r.port)
-        client.send(f"HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await client.reader.read(65536)
-            assert chunk, "closed after a HEAD"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
-        assert head.endswith(b"\r\n\r\n")  # no body bytes after the head
-        client._parser = httptools.HttpResponseParser(client)
-        for status in (204, 304):
-            client.send(get(f"/status/{status}"))
-            resp = await client.response()
-            assert resp.status == status and resp.body == b""
-        client.send(get("/last"))
-        assert (await client.response()).json()["target"] == "/last"
+        await check_bodiless_responses(r.port)
         assert e1.connections == 1
         assert [q["target"] for q in e1.requests] == ["/", "/status/204", "/status/304", "/last"]
-        await client.close()
