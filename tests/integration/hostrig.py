@@ -107,17 +107,9 @@ class Instance(H11Server):
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            digest = hashlib.sha256()
-            size = 0
-            while True:
-                event = await self._next(conn, reader)
-                if isinstance(event, h11.Data):
-                    digest.update(event.data)
-                    size += len(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    return False
+            body = await self._read_body(conn, reader)
+            if body is None:
+                return False
             headers = {n.decode().lower(): v.decode("latin-1") for n, v in request.headers}
             target = request.target.decode()
             self.seen.append(
@@ -125,8 +117,8 @@ class Instance(H11Server):
                     "test_id": headers.get("x-test-id", ""),
                     "target": target,
                     "headers": headers,
-                    "body_len": size,
-                    "body_sha256": digest.hexdigest(),
+                    "body_len": body.size,
+                    "body_sha256": body.sha256,
                 }
             )
             if target == "/drop":

@@ -73,16 +73,28 @@ async def close_all(opened: list[Any]) -> None:
 # -- backends ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RequestBody:
+    """A request body as :meth:`H11Server._read_body` read it."""
+
+    size: int
+    sha256: str  # hex digest
+    first: bytes  # its first 1000 bytes
+    trailers: list[list[str]]  # [name, value] of each trailer field
+
+
 @dataclass(kw_only=True)
 class H11Server:
     """An h11 server on 127.0.0.1:0; a subclass answers each request in :meth:`_answer`.
 
     ``connections``: connections accepted so far. ``gate``: set on :meth:`close` (so gated
-    handlers finish), when every connection's task is cancelled too.
+    handlers finish), when every connection's task is cancelled too. ``body_progress``:
+    body bytes of the request being read so far.
     """
 
     port: int = 0
     connections: int = 0
+    body_progress: int = 0
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     server: asyncio.Server | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -126,6 +138,27 @@ class H11Server:
             conn.receive_data(await reader.read(65536))
         return event
 
+    async def _read_body(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> RequestBody | None:
+        """Read the request's body to its end; None if the connection broke off instead."""
+        digest = hashlib.sha256()
+        size = 0
+        first = b""
+        while True:
+            event = await self._next(conn, reader)
+            if isinstance(event, h11.Data):
+                digest.update(event.data)
+                size += len(event.data)
+                self.body_progress = size
+                if len(first) < 1000:
+                    first += event.data[: 1000 - len(first)]
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = [[n.decode(), v.decode("latin-1")] for n, v in event.headers]
+                return RequestBody(size, digest.hexdigest(), first, trailers)
+            else:
+                return None
+
     async def _answer(
         self,
         request: h11.Request,
@@ -156,7 +189,6 @@ class EchoBackend(H11Server):
     drop_after: int | None = None  # drop each connection's requests after this many
     requests: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # targets read, then hung up on
-    body_progress: int = 0
     sent: int = 0
     finished_sending: bool = False
 
@@ -184,30 +216,18 @@ class EchoBackend(H11Server):
             return False
         if conn.they_are_waiting_for_100_continue and target != "/no-continue":
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        body = hashlib.sha256()
-        size = 0
-        first = b""
-        while True:
-            event = await self._next(conn, reader)
-            if isinstance(event, h11.Data):
-                body.update(event.data)
-                size += len(event.data)
-                self.body_progress = size
-                if len(first) < 1000:
-                    first += event.data[: 1000 - len(first)]
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                return False
+        body = await self._read_body(conn, reader)
+        if body is None:
+            return False
         seen = {
             "id": self.ident,
             "method": request.method.decode(),
             "target": target,
             "http_version": request.http_version.decode(),
             "headers": [[n.decode(), v.decode("latin-1")] for n, v in request.headers],
-            "body_len": size,
-            "body_sha256": body.hexdigest(),
-            "body": first.decode("latin-1"),
+            "body_len": body.size,
+            "body_sha256": body.sha256,
+            "body": body.first.decode("latin-1"),
         }
         self.requests.append(seen)
         return await self._respond(conn, writer, target, seen)

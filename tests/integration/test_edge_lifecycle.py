@@ -65,7 +65,6 @@ class HoldBackend(H11Server):
     release: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0
     raw: bytearray = field(default_factory=bytearray)
-    body_progress: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -104,25 +103,15 @@ class HoldBackend(H11Server):
             self.waiting += 1
             await self.release.wait()
             self.waiting -= 1
-        digest = hashlib.sha256()
-        size = 0
-        while True:
-            event = await self._next(conn, reader)
-            if isinstance(event, h11.Data):
-                digest.update(event.data)
-                size += len(event.data)
-                self.body_progress = size
-            elif isinstance(event, h11.EndOfMessage):
-                trailers = [[n.decode(), v.decode("latin-1")] for n, v in event.headers]
-                break
-            else:
-                return False
+        body = await self._read_body(conn, reader)
+        if body is None:
+            return False
         seen = {
             "target": request.target.decode(),
             "headers": [[n.decode(), v.decode("latin-1")] for n, v in request.headers],
-            "body_len": size,
-            "body_sha256": digest.hexdigest(),
-            "trailers": trailers,
+            "body_len": body.size,
+            "body_sha256": body.sha256,
+            "trailers": body.trailers,
         }
         self.seen.append(seen)
         payload = json.dumps(seen).encode()
