@@ -68,6 +68,27 @@ async def test_hard_limit_never_exceeded_under_200_clients(
         assert all(i.max_active == 4 for i in instances)  # they were all driven to the limit
 
 
+@pytest.mark.parametrize("stale_loads", [False, True])
+async def test_load_view_spares_the_host_its_refusals(tmp_path: Path, stale_loads: bool) -> None:
+    """The host proxy's admission feeds the edge's load view: with it, the edge never sends
+    a request to a full instance (it waits for a slot instead), so the host refuses nothing
+    and nothing is retried; blind to load (the contrast), the same traffic is refused and
+    retried. Both keep the limit."""
+    instances = [Instance(n, hard=2) for n in ("a", "b")]
+    metrics = Recorder()
+    async with rig(tmp_path, instances, stale_loads=stale_loads, metrics=metrics) as r:
+        results = await asyncio.gather(
+            *(fetch(r.port, req("/sleep/20", test_id=f"t{i}")) for i in range(60))
+        )
+        assert [x.status for x in results] == [200] * 60
+        assert max(i.max_active for i in instances) <= 2
+        host_refusals = [m for m in metrics.of("refused") if m["role"] == "host"]
+        if stale_loads:
+            assert host_refusals and metrics.of("retried")
+        else:
+            assert host_refusals == [] and metrics.of("retried") == []
+
+
 async def test_limit_holds_with_stale_load_view(tmp_path: Path) -> None:
     """With the edge blind to load, the host proxy's refusals alone keep the limit."""
     instances = [Instance(n, hard=3) for n in ("a", "b")]
