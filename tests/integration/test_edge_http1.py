@@ -23,6 +23,7 @@ import uvloop
 
 from roost.proxy import Backend, RouteHolder, RouteTable, start_edge
 from roost.proxy.edge import Edge
+from tests.integration.hostrig import Recorder
 from tests.integration.rig import (
     HOST,
     RawClient,
@@ -487,17 +488,22 @@ async def test_upstream_closing_mid_body_closes_client() -> None:
 
 
 async def test_response_timeout_gives_504() -> None:
-    """A backend that never answers yields 504 after response_timeout."""
+    """A backend that never answers yields 504 after response_timeout, counted as a
+    ``response_headers`` timeout."""
     writers: list[asyncio.StreamWriter] = []
     silent = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     holder = RouteHolder(
         RouteTable.build([("demo", [])], {"demo": [Backend("s", "127.0.0.1", port)]})
     )
-    edge = await start_edge("127.0.0.1", 0, holder, region="tst", response_timeout=0.2)
+    metrics = Recorder()
+    edge = await start_edge(
+        "127.0.0.1", 0, holder, region="tst", response_timeout=0.2, metrics=metrics
+    )
     try:
         r = await fetch(edge.port, get())
         assert r.status == 504
+        assert metrics.of("timed_out") == [{"role": "edge", "kind": "response_headers"}]
     finally:
         await edge.close(timeout=1)
         silent.close()
