@@ -209,3 +209,25 @@ async def _drain_held(loop: asyncio.AbstractEventLoop) -> None:
         assert t.closed
         assert [status for status, _ in Responses(bytes(t.data)).items] == [503]
         assert b"\r\nconnection: close\r\n" in bytes(t.data).lower()
+
+
+async def test_a_shared_connection_s_request_for_another_app_is_not_held() -> None:
+    """A connection a load balancer shares between apps: its last request was for ``a``
+    (at capacity), its next one is for ``b`` (room). That one goes at once even when ``a``'s
+    batch for the turn is spent -- it is not held in ``a``'s line -- while another ``a``
+    request in the same turn is."""
+    await _shared(asyncio.get_running_loop())
+
+
+async def _shared(loop: asyncio.AbstractEventLoop) -> None:
+    _ctx, conns = await _released_idle(loop)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    for conn, _ in conns[:3]:  # a's batch for this turn (congested_batch 3)
+        conn.data_received(request("a"))
+    (to_b, _), (to_a, _) = conns[3], conns[4]
+    to_b.data_received(request("b"))
+    to_a.data_received(request("a"))
+    assert to_b._unparsed is None and to_b._active is not None  # routed and started
+    assert to_b._active.app == "b"
+    assert to_a._unparsed == request("a")  # the control: a's line

@@ -113,6 +113,12 @@ class RelayContext:
         wait for a slot), else None: the work gate's cue (:mod:`roost.proxy.workgate`)."""
         return None
 
+    def first_bytes_key(self, data: bytes) -> str | None:
+        """The work gate's key for the request head ``data`` starts with: an app at
+        capacity, None for an app with room, ``workgate.NEW`` when they show no app (the
+        edge's: :class:`~roost.proxy.edge_context.EdgeContext`; here there is no gate)."""
+        return None
+
     def request_rejected(self, status: int, protocol: str) -> None:
         """A request answered by the codec before any exchange existed (400, 405, 408, 414,
         431...): still one ``request_finished``, with no app and no timings."""

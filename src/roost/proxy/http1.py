@@ -60,6 +60,7 @@ from roost.proxy.http1_deadlines import NEVER, Deadlines
 from roost.proxy.http1_reader import PAUSE_PIPELINE, RequestReader
 from roost.proxy.http1_writer import ResponseWriter
 from roost.proxy.tunnel import CLIENT, Tunnel
+from roost.proxy.workgate import NEW
 
 if TYPE_CHECKING:
     from roost.proxy.context import RelayContext
@@ -284,7 +285,9 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         """New input on an idle connection whose last request was for an app at capacity:
         True if the work gate holds it, unparsed, in that app's line (this turn's batch is
         spent; reading pauses until :meth:`gate_release`). Parsing, routing and checking a
-        flood's requests is the work the gate caps; holding the bytes costs only the read."""
+        flood's requests is the work the gate caps; holding the bytes costs only the read.
+        A head that shows another app (a connection a load balancer shares between apps)
+        goes by that app instead: at once if it has room, else in its line."""
         if self._unparsed is not None:  # (a read that raced the pause)
             self._unparsed += data
             return True
@@ -294,6 +297,11 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
             return False
         if not gate.congested(app):
             return False
+        shown = self._ctx.first_bytes_key(data)
+        if shown is None:
+            return False  # a request for an app with room: none of the gate's business
+        if shown != NEW:
+            app = shown
         if gate.admit(app, self):
             self._gate_pass = gate.turns  # its place in this turn's batch: not gated again
             return False

@@ -18,8 +18,10 @@ app:
   later is gated like any other. (Else a pass could be kept: hundreds of released
   connections of paced flood clients, idle until their clients' next tick, all sending at
   that tick, were all answered in one loop turn.) Such a request is held *before* it is
-  parsed: its bytes wait in the line of the app the connection last served, so the tick
-  costs a read per connection, not a parse and a route (``http1``'s ``_hold_unparsed``).
+  parsed: its bytes wait in the line of the app the connection last served (or, when a
+  scan of its head shows another app -- a connection shared between apps -- in that
+  app's line, or not at all if it has room), so the tick costs a read per connection, not
+  a parse and a route (``http1``'s ``_hold_unparsed``).
 - **admit**: a request head parsed for a congested app -- on a new connection (floods
   often come with connection churn), or one that arrived anyway -- starts at once up to
   ``batch`` per app and turn; beyond that it is held, not started, and reading pauses.
