@@ -22,7 +22,7 @@ import pytest
 
 from tests.integration.hostrig import Instance, Recorder, hold, req, rig
 from tests.integration.rig import HOST as DEMO
-from tests.integration.rig import fetch
+from tests.integration.rig import fetch, wait_for
 from tests.integration.test_edge_h2_rig import H2Client
 
 pytestmark = pytest.mark.integration
@@ -228,3 +228,23 @@ async def test_backhaul_windows_grow_with_bdp_both_ways(tmp_path: Path) -> None:
         assert a.seen[-1]["body_len"] == size
         hosts = [conn for conn in r.host.connections.connections if hasattr(conn, "window")]
         assert hosts and max(conn.window.window for conn in hosts) > 65535
+
+
+async def test_backhaul_stream_limit_setting_opens_more_connections(tmp_path: Path) -> None:
+    """``backhaul_h2_max_streams`` (a setting of the edge) caps the streams per backhaul
+    connection: six requests in flight at once ride three connections, shown in the pool's
+    metrics, and all are answered."""
+    a = Instance("a")
+    metrics = Recorder()
+    async with (
+        rig(tmp_path, [a], metrics=metrics, backhaul_h2_max_streams=2) as r,
+        h2_client(r.port) as c,
+    ):
+        sids = [c.request("/gate", authority=DEMO) for _ in range(6)]
+        await wait_for(lambda: a.active == 6, what="six requests at the instance")
+        stats = metrics.pools["edge_backhaul_h2"].stats()
+        assert stats["max_streams"] == 2
+        assert stats["connections"] == 3 and stats["streams"] == 6
+        a.gate.set()
+        for sid in sids:
+            assert (await c.done(sid)).status == 200
