@@ -248,3 +248,20 @@ async def test_backhaul_stream_limit_setting_opens_more_connections(tmp_path: Pa
         a.gate.set()
         for sid in sids:
             assert (await c.done(sid)).status == 200
+
+
+async def test_idle_backhaul_connection_expires(tmp_path: Path) -> None:
+    """``backhaul_h2_idle_timeout``: a backhaul connection without streams is closed after
+    it (the pool's metrics show it), and the next request opens a new one."""
+    metrics = Recorder()
+    async with (
+        rig(tmp_path, [Instance("a")], metrics=metrics, backhaul_h2_idle_timeout=0.3) as r,
+        h2_client(r.port) as c,
+    ):
+        pool = metrics.pools["edge_backhaul_h2"]
+        assert (await c.done(c.request("/", authority=DEMO))).status == 200
+        assert pool.stats()["connections"] == 1
+        await wait_for(lambda: pool.stats()["connections"] == 0, what="idle connection closed")
+        assert pool.stats()["closed"] == 1
+        assert (await c.done(c.request("/", authority=DEMO))).status == 200
+        assert pool.stats()["opened"] == 2 and pool.stats()["connections"] == 1
