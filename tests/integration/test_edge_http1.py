@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.integration.rig import (
     check_bodiless_responses,
     check_early_final_answer,
     check_expect_continue,
+    close_all,
     fetch,
     get,
     stack,
@@ -512,21 +514,68 @@ async def test_response_timeout_gives_504() -> None:
         await silent.wait_closed()
 
 
-async def raw_backend_edge(reply: bytes, **limits: Any) -> tuple[Edge, asyncio.Server]:
-    """An edge whose only backend answers every request head with ``reply`` and closes."""
+async def raw_backend_edge(
+    reply: bytes, *, then: bytes = b"", sent: list[int] | None = None, **limits: Any
+) -> tuple[Edge, asyncio.Server]:
+    """An edge whose only backend answers every request head with ``reply`` and closes --
+    or, given ``then``, goes on sending ``then`` over and over (4 MiB at most) until the
+    edge drops the connection; what it managed to send after ``reply`` goes to ``sent``."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        total = 0
+        if then:  # what it "sent" is then what the edge read, give or take this buffer
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024
+            )
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await reader.readuntil(b"\r\n\r\n")
             writer.write(reply)
             await writer.drain()
+            while then and total < 4 * 1024 * 1024:
+                writer.write(then)
+                await writer.drain()
+                total += len(then)
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        if sent is not None:
+            sent.append(total)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     table = RouteTable.build([("demo", [])], {"demo": [Backend("r", "127.0.0.1", port)]})
     edge = await start_edge("127.0.0.1", 0, RouteHolder(table), region="tst", **limits)
     return edge, server
+
+
+@pytest.mark.parametrize(
+    ("head", "then"),
+    [
+        (b"5\r\nhello\r\n5;name=", b"v" * 8192),  # a chunk extension that never ends
+        (b"5\r\nhello\r\n0\r\n", b"X-T: " + b"v" * 1000 + b"\r\n"),  # endless trailers
+    ],
+    ids=["chunk_extension", "trailers"],
+)
+async def test_endless_response_framing_is_cut_off(head: bytes, then: bytes) -> None:
+    """An instance streaming an endless chunk extension or trailer section (bytes that are
+    never body data, so no backpressure slows them): the edge drops it soon after the
+    bound, and the client's response, already started, is cut off -- never completed."""
+    sent: list[int] = []
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + head
+    edge, server = await raw_backend_edge(reply, then=then, sent=sent)
+    try:
+        client = await RawClient.open(edge.port)
+        client.send(get())
+        await client.wait_closed(timeout=10)
+        [r] = client.responses
+        assert r.status == 200 and r.body == b"hello" and not r.complete
+        await wait_for(lambda: sent, what="the backend's connection dropped")
+        assert sent[0] < 1024 * 1024  # cut off near the bound (16 KiB + 64 KiB), not at 4 MiB
+    finally:
+        await close_all(RawClient.opened)
+        await edge.close(timeout=1)
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize(

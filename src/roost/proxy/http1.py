@@ -16,7 +16,7 @@ Rules kept here:
   reaches an instance. Head > ``max_header_bytes`` -> 431, target > ``max_uri_bytes``
   -> 414, CONNECT -> 405, HTTP/1.1 without Host -> 400, other versions -> 505. A chunked
   body whose framing outgrows its bound (an endless chunk extension; see
-  :mod:`~roost.proxy.http1_reader`) -> 400 + close, the request already streaming upstream
+  :mod:`~roost.proxy.chunkframing`) -> 400 + close, the request already streaming upstream
   aborted there.
 - **Expect: 100-continue is forwarded** and the instance's ``100 Continue`` relayed: the
   app decides whether it wants the body (and can refuse it with e.g. 413 before it is
@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from roost.proxy import errors
+from roost.proxy.chunkframing import ChunkFraming
 from roost.proxy.exchange import Exchange
 from roost.proxy.forwarding import forwarding_tail
 from roost.proxy.headers import (
@@ -97,9 +98,6 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         "_active_http10",
         "_active_keep_alive",
         "_app",
-        "_chunk_base",
-        "_chunk_fed",
-        "_chunks",
         "_client_ip",
         "_close_after",
         "_closed",
@@ -111,6 +109,7 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         "_dispatching",
         "_eof",
         "_feed_len",
+        "_framing",
         "_fwd_tail",
         "_gate_pass",
         "_head_fed",
@@ -171,11 +170,7 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
         self._trailer_bytes = 0
         self._discarded = 0  # body bytes of an already answered request, thrown away
         self._head_fed = 0  # bytes fed while this head was incomplete (a bound on its size)
-        # a chunked body's framing: body bytes when counting began (-1: not yet), bytes fed
-        # since, chunks seen (http1_reader's _check_chunk_framing)
-        self._chunk_base = -1
-        self._chunk_fed = 0
-        self._chunks = 0
+        self._framing: ChunkFraming | None = None  # the chunked body's framing bound
         self._feed_len = 0
         # exchanges: the one being answered, the one receiving body bytes, the waiting ones
         self._active: Exchange | None = None
@@ -246,8 +241,8 @@ class ClientConnection(RequestReader, ResponseWriter, Deadlines, asyncio.Protoco
                     self._bad_input(self._reject or errors.bad_request(str(exc)))
             break
         parsing = self._parsing
-        if parsing is not None and parsing.info.chunked and not self._stop_parsing:
-            self._check_chunk_framing(parsing, len(data))
+        if parsing is not None and self._framing is not None and not self._stop_parsing:
+            self._check_chunk_framing(self._framing, parsing, len(data))
         if self._in_head and not self._closing:
             self._head_fed += len(data)
             if self._head_fed > self._limits.max_header_bytes + _HEAD_SLACK:

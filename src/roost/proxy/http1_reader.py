@@ -10,9 +10,8 @@ app at capacity may be held by the work gate (:mod:`roost.proxy.workgate`) until
 Body bytes go to the exchange being parsed -- or are counted and dropped when it was already
 answered. Trailer fields of a chunked request are counted against the head limit, not
 forwarded. A chunked body's framing (chunk-size lines with their extensions, CRLFs,
-trailers) is bounded too (:meth:`RequestReader._check_chunk_framing`): httptools reports
-no chunk extensions, so a client could otherwise stream an endless extension that no limit
-counts (CVE-2024-22019 in Node.js) -- it gets 400 and the connection closes.
+trailers) is bounded too (:mod:`roost.proxy.chunkframing`): an endless chunk extension
+gets 400 and the connection closes.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from roost.proxy import errors
+from roost.proxy.chunkframing import ChunkFraming
 from roost.proxy.http1_deadlines import NEVER
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["PAUSE_PIPELINE", "RequestReader"]
 
 PAUSE_PIPELINE = 4  # a queued request waits for the one in flight
-# a chunked body's framing bytes allowed beyond its trailers: chunk extensions in all, and
-# per chunk (size line, CRLFs); more is 400 (Node.js caps chunk extensions at 16 KiB)
-CHUNK_EXTENSIONS_MAX = 16 * 1024
-_PER_CHUNK = 64
 
 
 class _Reject(Exception):
@@ -69,9 +65,7 @@ class RequestReader:
     _gate_pass: int
     _rate_bytes: int
     _closing: bool
-    _chunk_base: int
-    _chunk_fed: int
-    _chunks: int
+    _framing: ChunkFraming | None
 
     def on_message_begin(self) -> None:
         if self._stop_parsing:
@@ -82,8 +76,7 @@ class RequestReader:
         self._trailer_bytes = 0
         self._discarded = 0
         self._head_fed = 0
-        self._chunk_base = -1  # (a chunked body's framing: not counted yet)
-        self._chunks = 0
+        self._framing = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -135,6 +128,8 @@ class RequestReader:
         keep_alive = parser.should_keep_alive()
         http10 = version == "1.0"
         self._parsing = ex
+        if ex.info.chunked:
+            self._framing = ChunkFraming(limits.max_header_bytes)
         if ex.info.upgrade is not None:
             self._upgrading = ex
         self._parsing_keep_alive = keep_alive
@@ -162,7 +157,8 @@ class RequestReader:
             self._close(linger=True)
 
     def on_chunk_header(self) -> None:
-        self._chunks += 1
+        if self._framing is not None:
+            self._framing.chunks += 1
 
     def on_message_complete(self) -> None:
         ex, self._parsing = self._parsing, None
@@ -171,20 +167,10 @@ class RequestReader:
         if not self._parsing_keep_alive:
             self._stop_parsing = True
 
-    def _check_chunk_framing(self, ex: Exchange, fed: int) -> None:
-        """After a read of ``fed`` bytes that left ``ex``'s chunked body incomplete: those
-        bytes minus the body bytes they carried are framing; rejects a body whose framing
-        outgrows its trailers' limit plus :data:`CHUNK_EXTENSIONS_MAX` plus a little per
-        chunk. Counted from the read after the one that completed the head (that read's
-        split between head and body is unknown; it is at most one read)."""
-        body = ex.bytes_in + self._discarded
-        if self._chunk_base < 0:
-            self._chunk_base, self._chunk_fed = body, 0
-            return
-        self._chunk_fed += fed
-        framing = self._chunk_fed - (body - self._chunk_base)
-        allowed = self._limits.max_header_bytes + CHUNK_EXTENSIONS_MAX + _PER_CHUNK * self._chunks
-        if framing > allowed and not self._closing:
+    def _check_chunk_framing(self, framing: ChunkFraming, ex: Exchange, fed: int) -> None:
+        """After a read of ``fed`` bytes that left ``ex``'s chunked body incomplete: 400
+        and close when its framing has outgrown its bound."""
+        if not framing.read(fed, ex.bytes_in + self._discarded) and not self._closing:
             self._bad_input(
                 errors.bad_request("chunked framing too long (chunk extensions or trailer section)")
             )

@@ -12,7 +12,9 @@ EOF); responses to HEAD and 1xx/204/304 responses have no body. Interim 1xx resp
 request sent with ``upgrade=True`` by turning the connection into one side of a
 :class:`~roost.proxy.tunnel.Tunnel` (otherwise it is an error). A connection that ends
 before the response is complete is reported with :func:`errors.upstream_lost` (never
-retry-safe: the instance may have seen the request).
+retry-safe: the instance may have seen the request). A chunked response's framing and its
+trailers are bounded (:mod:`roost.proxy.chunkframing`, the pool's ``max_head_bytes``):
+beyond, the connection is dropped as a bad response.
 
 Flow control, both ways: the sink is told when this connection's write buffer is full
 (it pauses reading the client), and the sink pauses this connection's reading while the
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 
 from roost.proxy import errors
+from roost.proxy.chunkframing import ChunkFraming
 from roost.proxy.headers import Headers, ResponseInfo
 from roost.proxy.routes import Backend
 from roost.proxy.tunnel import UPSTREAM, Tunnel
@@ -87,6 +90,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._trailers: Headers = []
         self._head_done = False  # final (non-1xx) response head seen
         self._head_bytes = 0
+        self._trailer_bytes = 0
+        self._framing: ChunkFraming | None = None  # a chunked response's framing bound
+        self._body_in = 0  # response body bytes received on this connection, ever
         self._skip_rest = False  # response complete at its head (HEAD); ignore parser
         self._eof_framed = False
         self._keep_alive = False
@@ -124,7 +130,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._upgrade_ok = upgrade
         self._switching = False
         self._head_done = self._skip_rest = self._eof_framed = self._interim = False
-        self._head_bytes = 0
+        self._head_bytes = self._trailer_bytes = 0
+        self._framing = None
         self._error = None
         self._reason = b""  # (reset here, not in on_message_begin: one callback less)
         self._headers = []
@@ -205,6 +212,13 @@ class UpstreamConnection(asyncio.Protocol):
                 self._head_bytes += len(data)
                 if self._head_bytes > self.pool.max_head_bytes:
                     self._fail(errors.upstream_bad_response(self.instance_id, "head too large"))
+            framing = self._framing
+            if (
+                framing is not None
+                and self._sink is not None
+                and not framing.read(len(data), self._body_in)
+            ):
+                self._fail(errors.upstream_bad_response(self.instance_id, _FRAMING_TOO_LONG))
         self._deliver_end()
         sink.upstream_flush()
 
@@ -256,8 +270,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head_done:
+        if self._head_done:  # a trailer field: bounded like a head
             self._trailers.append((name, value))
+            self._trailer_bytes += len(name) + len(value)
+            if self._trailer_bytes > self.pool.max_head_bytes:
+                self._error = errors.upstream_bad_response(self.instance_id, "trailers too large")
+                raise self._error
         else:
             self._headers.append((name, value))
 
@@ -285,12 +303,19 @@ class UpstreamConnection(asyncio.Protocol):
             # for the next response, and ignore whatever this one still reports.
             self._skip_rest = self._parser_dirty = True
             self._finish()
-        elif info.content_length is None and not info.chunked and status not in (204, 304):
+        elif info.chunked:
+            self._framing = ChunkFraming(self.pool.max_head_bytes)
+        elif info.content_length is None and status not in (204, 304):
             self._eof_framed = True
+
+    def on_chunk_header(self) -> None:
+        if self._framing is not None:
+            self._framing.chunks += 1
 
     def on_body(self, data: bytes) -> None:
         if self._skip_rest or self._sink is None:
             raise _Stray()
+        self._body_in += len(data)
         self._sink.upstream_body(data)
 
     def on_message_complete(self) -> None:
@@ -328,6 +353,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.close(abort=True)
         if sink is not None:
             sink.upstream_failed(err)
+
+
+_FRAMING_TOO_LONG = "chunked framing too long (chunk extensions or trailer section)"
 
 
 class _Stray(Exception):
