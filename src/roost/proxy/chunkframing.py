@@ -16,10 +16,11 @@ read. Used by the request side (``http1_reader``: 400 to the client) and the res
 
 from __future__ import annotations
 
-__all__ = ["CHUNK_EXTENSIONS_MAX", "PER_CHUNK", "ChunkFraming"]
+__all__ = ["CHUNK_EXTENSIONS_MAX", "PER_CHUNK", "TOO_LONG", "ChunkFraming"]
 
 CHUNK_EXTENSIONS_MAX = 16 * 1024  # chunk extensions in all (Node.js caps them at 16 KiB)
 PER_CHUNK = 64  # per chunk: its size line and CRLFs
+TOO_LONG = "chunked framing too long (chunk extensions or trailer section)"  # (both sides)
 
 
 class ChunkFraming:

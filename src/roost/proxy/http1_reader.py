@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from roost.proxy import errors
-from roost.proxy.chunkframing import ChunkFraming
+from roost.proxy.chunkframing import TOO_LONG, ChunkFraming
 from roost.proxy.http1_deadlines import NEVER
 
 if TYPE_CHECKING:
@@ -171,9 +171,7 @@ class RequestReader:
         """After a read of ``fed`` bytes that left ``ex``'s chunked body incomplete: 400
         and close when its framing has outgrown its bound."""
         if not framing.read(fed, ex.bytes_in + self._discarded) and not self._closing:
-            self._bad_input(
-                errors.bad_request("chunked framing too long (chunk extensions or trailer section)")
-            )
+            self._bad_input(errors.bad_request(TOO_LONG))
 
     def _held_by_gate(self, ex: Exchange, passed: int) -> bool:
         """Whether the work gate holds this request back (its app is at capacity and has

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 
 from roost.proxy import errors
-from roost.proxy.chunkframing import ChunkFraming
+from roost.proxy.chunkframing import TOO_LONG, ChunkFraming
 from roost.proxy.headers import Headers, ResponseInfo
 from roost.proxy.routes import Backend
 from roost.proxy.tunnel import UPSTREAM, Tunnel
@@ -218,7 +218,7 @@ class UpstreamConnection(asyncio.Protocol):
                 and self._sink is not None
                 and not framing.read(len(data), self._body_in)
             ):
-                self._fail(errors.upstream_bad_response(self.instance_id, _FRAMING_TOO_LONG))
+                self._fail(errors.upstream_bad_response(self.instance_id, TOO_LONG))
         self._deliver_end()
         sink.upstream_flush()
 
@@ -353,9 +353,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.close(abort=True)
         if sink is not None:
             sink.upstream_failed(err)
-
-
-_FRAMING_TOO_LONG = "chunked framing too long (chunk extensions or trailer section)"
 
 
 class _Stray(Exception):
